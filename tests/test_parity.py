@@ -1,0 +1,130 @@
+"""Parity with the reference implementations on real weights and real speech.
+
+faster-whisper runs the CTranslate2 files themselves; openai-whisper runs the same weights after
+our export to its .pt format. Everyone gets the same 16 kHz waveform (our loader), so the tests
+compare models and decoders, not audio decoders."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from whisper_scratch.audio import load_audio, log_mel_spectrogram, pad_or_trim
+from whisper_scratch.checkpoint import export_openai, load_model
+from whisper_scratch.decoding import DecodingOptions, decode
+from whisper_scratch.transcriber import TranscribeOptions, transcribe_files
+
+pytestmark = pytest.mark.shared
+
+
+def asterisk_clips(shared_data, n: int, start: int = 0) -> list:
+    rows = [json.loads(line) for line in (shared_data / "asterisk-en/manifest.jsonl").read_text().splitlines()]
+    return [shared_data / "asterisk-en" / r["audio"] for r in rows[start:start + n]]
+
+
+@pytest.fixture(scope="module")
+def tiny_en(tiny_en_dir):
+    return load_model(tiny_en_dir)
+
+
+@pytest.fixture(scope="module")
+def base(base_dir):
+    return load_model(base_dir)
+
+
+def faster_whisper_texts(model_dir, paths, beam_size: int, language: str = "en") -> list[str]:
+    from faster_whisper import WhisperModel
+
+    fw = WhisperModel(str(model_dir), device="cpu", compute_type="float32", cpu_threads=2)
+    texts = []
+    for p in paths:
+        segments, _ = fw.transcribe(load_audio(p), language=language, beam_size=beam_size, temperature=0.0,
+                                    without_timestamps=True, condition_on_previous_text=False, vad_filter=False)
+        texts.append("".join(s.text for s in segments).strip())
+    return texts
+
+
+def our_texts(model, paths, beam_size: int | None, language: str = "en") -> list[str]:
+    opts = TranscribeOptions(decoding=DecodingOptions(language=language, beam_size=beam_size, without_timestamps=True),
+                             temperatures=(0.0,), batch_size=8, progress=False)
+    results, failed = transcribe_files(model, paths, opts)
+    assert not failed
+    return [r["text"] for r in results]
+
+
+def test_tiny_en_greedy_matches_faster_whisper(shared_data, tiny_en, tiny_en_dir):
+    paths = [shared_data / "samples/jfk.flac"] + asterisk_clips(shared_data, 60)
+    ours = our_texts(tiny_en, paths, None)
+    theirs = faster_whisper_texts(tiny_en_dir, paths, beam_size=1)
+    assert "ask not what your country can do for you" in ours[0]
+    assert [(p.name, a) for p, a in zip(paths, ours)] == [(p.name, b) for p, b in zip(paths, theirs)]
+
+
+def test_base_greedy_matches_faster_whisper(shared_data, base, base_dir):
+    paths = [shared_data / "samples/jfk.flac"] + asterisk_clips(shared_data, 50, start=100)
+    ours = our_texts(base, paths, None)
+    theirs = faster_whisper_texts(base_dir, paths, beam_size=1)
+    assert [(p.name, a) for p, a in zip(paths, ours)] == [(p.name, b) for p, b in zip(paths, theirs)]
+
+
+def test_beam5_matches_faster_whisper(shared_data, tiny_en, tiny_en_dir):
+    paths = [shared_data / "samples/jfk.flac"] + asterisk_clips(shared_data, 20, start=200)
+    ours = our_texts(tiny_en, paths, 5)
+    theirs = faster_whisper_texts(tiny_en_dir, paths, beam_size=5)
+    assert [(p.name, a) for p, a in zip(paths, ours)] == [(p.name, b) for p, b in zip(paths, theirs)]
+
+
+def openai_model(our_model, tmp_path):
+    import whisper
+
+    path = tmp_path / "export.pt"
+    export_openai(our_model, path)
+    ckpt = torch.load(path, weights_only=True)
+    model = whisper.model.Whisper(whisper.model.ModelDimensions(**ckpt["dims"]))
+    model.load_state_dict(ckpt["model_state_dict"])
+    return model.eval()
+
+
+@pytest.mark.parametrize("which", ["tiny_en", "base"])
+def test_matches_openai_whisper(which, request, shared_data, tmp_path):
+    import whisper
+
+    ours = request.getfixturevalue(which)
+    theirs = openai_model(ours, tmp_path)
+    paths = [shared_data / "samples/jfk.flac"] + asterisk_clips(shared_data, 12, start=300)
+    mels = torch.stack([log_mel_spectrogram(pad_or_trim(load_audio(p))) for p in paths])
+
+    # Teacher-forced logits on the same mel and the same tokens.
+    tokens = torch.tensor([[50258, 50259, 50359, 50363] if ours.is_multilingual else [50257, 50362]])
+    tokens = torch.cat([tokens, torch.tensor([[400, 370, 452, 7177, 6280, 11, 1029, 406, 437]])], dim=1)
+    with torch.no_grad():
+        a = ours(mels[:1], tokens)
+        b = theirs(mels[:1], tokens)
+    assert (a - b).abs().max().item() < 1e-3
+
+    opts = dict(language="en", without_timestamps=True, fp16=False)
+    expected = [r.text for r in whisper.decode(theirs, mels, whisper.DecodingOptions(**opts))]
+    got = [r.text for r in decode(ours, mels, DecodingOptions(language="en", without_timestamps=True))]
+    assert got == expected
+
+
+def test_language_detection_base(shared_data, base):
+    from whisper_scratch.decoding import detect_language, tokenizer_for
+
+    jfk = log_mel_spectrogram(pad_or_trim(load_audio(shared_data / "samples/jfk.flac")))
+    multi = load_audio(shared_data / "samples/multilingual.mp3")
+    german = log_mel_spectrogram(pad_or_trim(multi[30 * 16000:]))
+    with torch.no_grad():
+        codes, probs = detect_language(base, base.embed_audio(torch.stack([jfk, german])), tokenizer_for(base))
+    assert codes == ["en", "de"]
+    assert probs[0]["en"] > 0.9
+
+
+def test_silence_gives_empty_text(tiny_en, base, tmp_path):
+    import soundfile
+
+    path = tmp_path / "silence.wav"
+    soundfile.write(path, np.zeros(16000 * 5, dtype=np.float32), 16000)
+    for model in (tiny_en, base):
+        results, _ = transcribe_files(model, [path], TranscribeOptions(progress=False))
+        assert results[0]["text"] == ""

@@ -1,0 +1,1 @@
+"""A hand-written PyTorch Whisper."""

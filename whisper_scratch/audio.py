@@ -1,0 +1,155 @@
+"""Audio front end: decode files to 16 kHz mono float32 and turn waveforms into Whisper's log-mel input."""
+from __future__ import annotations
+
+import functools
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+import torch
+import torch.nn.functional as F
+
+SAMPLE_RATE = 16000
+N_FFT = 400
+HOP_LENGTH = 160
+CHUNK_LENGTH = 30
+N_SAMPLES = CHUNK_LENGTH * SAMPLE_RATE  # 480000 samples in one 30 s window
+N_FRAMES = N_SAMPLES // HOP_LENGTH  # 3000 mel frames in one window
+
+# Containers libsndfile reads itself; a failure on one of these means a broken file, not a missing decoder.
+SOUNDFILE_SUFFIXES = frozenset({".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".au", ".caf"})
+
+
+class AudioError(Exception):
+    """A file that cannot be turned into audio; the message is one line naming the file and the fix."""
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _decode_ffmpeg(path: Path, sr: int) -> np.ndarray:
+    """Let ffmpeg decode, downmix and resample in one go; returns float32 (T,)."""
+    cmd = ["ffmpeg", "-nostdin", "-i", str(path), "-f", "s16le", "-ac", "1", "-ar", str(sr), "-"]
+    proc = subprocess.run(cmd, capture_output=True)
+    if proc.returncode != 0:
+        reason = proc.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["ffmpeg failed"]
+        raise AudioError(f"cannot decode {path}: {_one_line(reason[0])} (is it a valid audio file?)")
+    return np.frombuffer(proc.stdout, np.int16).astype(np.float32) / 32768.0
+
+
+def load_audio(path: str | Path, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """Read an audio file as float32 mono samples in [-1, 1] at `sr` Hz; returns shape (T,)."""
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(f"audio file not found: {path} (check the path)")
+    if path.stat().st_size == 0:
+        raise AudioError(f"empty audio file: {path} is 0 bytes (re-export or re-download it)")
+    try:
+        data, file_sr = sf.read(path, dtype="float32", always_2d=True)  # (T, channels)
+        audio = data.mean(axis=1, dtype=np.float32)
+        if file_sr != sr and len(audio) > 0:
+            audio = soxr.resample(audio, file_sr, sr, quality="HQ").astype(np.float32, copy=False)
+    except sf.LibsndfileError as err:
+        if shutil.which("ffmpeg"):
+            audio = _decode_ffmpeg(path, sr)
+        elif path.suffix.lower() in SOUNDFILE_SUFFIXES:
+            raise AudioError(f"cannot decode {path}: {_one_line(err)} (is it a valid audio file? "
+                             "install ffmpeg for other containers)") from None
+        else:
+            raise AudioError(f"cannot decode {path}: ffmpeg is needed for {path.suffix or 'this'} files "
+                             "(install ffmpeg or convert it to wav/flac)") from None
+    if len(audio) == 0:
+        raise AudioError(f"empty audio: {path} has no samples")
+    # Downmixing is safe, but resampling can ring a hair past full scale.
+    return np.clip(audio, -1.0, 1.0)
+
+
+def pad_or_trim(array: torch.Tensor | np.ndarray, length: int = N_SAMPLES,
+                axis: int = -1) -> torch.Tensor | np.ndarray:
+    """Zero-pad or cut `array` along `axis` to exactly `length`; keeps the array type (numpy or torch)."""
+    size = array.shape[axis]
+    if isinstance(array, torch.Tensor):
+        if size > length:
+            return array.narrow(axis, 0, length)
+        pad = [0, 0] * array.ndim
+        pad[2 * (array.ndim - 1 - axis % array.ndim) + 1] = length - size  # F.pad lists the last dim first
+        return F.pad(array, pad) if size < length else array
+    if size > length:
+        return array.take(np.arange(length), axis=axis)
+    pad = [(0, 0)] * array.ndim
+    pad[axis] = (0, length - size)
+    return np.pad(array, pad) if size < length else array
+
+
+def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
+    """Slaney mel scale: linear (200/3 Hz per mel) below 1 kHz, logarithmic above."""
+    f_sp, min_log_hz, logstep = 200.0 / 3, 1000.0, np.log(6.4) / 27.0
+    hz = np.asarray(hz, dtype=np.float64)
+    log_part = min_log_hz / f_sp + np.log(np.maximum(hz, min_log_hz) / min_log_hz) / logstep
+    return np.where(hz >= min_log_hz, log_part, hz / f_sp)
+
+
+def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
+    """Inverse of _hz_to_mel."""
+    f_sp, min_log_hz, logstep = 200.0 / 3, 1000.0, np.log(6.4) / 27.0
+    min_log_mel = min_log_hz / f_sp
+    mel = np.asarray(mel, dtype=np.float64)
+    log_part = min_log_hz * np.exp(logstep * (np.maximum(mel, min_log_mel) - min_log_mel))
+    return np.where(mel >= min_log_mel, log_part, mel * f_sp)
+
+
+@functools.lru_cache(maxsize=None)
+def mel_filters(n_mels: int, sr: int = SAMPLE_RATE, n_fft: int = N_FFT,
+                device: str | torch.device | None = None) -> torch.Tensor:
+    """Slaney-normalised triangular mel filterbank from 0 Hz to sr/2; returns (n_mels, n_fft // 2 + 1) float32."""
+    fft_hz = np.linspace(0.0, sr / 2, n_fft // 2 + 1)
+    # n_mels + 2 edges evenly spaced in mel: filter i rises from edge i, peaks at i + 1, falls to i + 2.
+    edges = _mel_to_hz(np.linspace(_hz_to_mel(0.0), _hz_to_mel(sr / 2), n_mels + 2))
+    lo, mid, hi = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+    rising = (fft_hz - lo) / (mid - lo)
+    falling = (hi - fft_hz) / (hi - mid)
+    weights = np.maximum(0.0, np.minimum(rising, falling))
+    weights *= 2.0 / (hi - lo)  # equal area per filter, so wide high bands do not dominate
+    return torch.from_numpy(weights.astype(np.float32)).to(device)
+
+
+def log_mel_spectrogram(audio: torch.Tensor | np.ndarray | str | Path, n_mels: int = 80, padding: int = 0,
+                        device: str | torch.device | None = None) -> torch.Tensor:
+    """Whisper's log-mel input: waveform (T,) -> (n_mels, T' // 160), batch (B, T) -> (B, n_mels, T' // 160),
+    where T' = T + padding and the padding is zeros on the right. A path is loaded with load_audio first."""
+    if isinstance(audio, (str, Path)):
+        audio = load_audio(audio)
+    audio = torch.as_tensor(audio, dtype=torch.float32)
+    if device is not None:
+        audio = audio.to(device)
+    if padding > 0:
+        audio = F.pad(audio, (0, padding))
+    window = torch.hann_window(N_FFT, device=audio.device)
+    stft = torch.stft(audio, N_FFT, HOP_LENGTH, window=window, center=True, pad_mode="reflect", return_complex=True)
+    power = stft[..., :-1].abs() ** 2  # the last centred frame hangs past the end; Whisper drops it
+    mel = mel_filters(n_mels, device=audio.device) @ power
+    log_spec = torch.clamp(mel, min=1e-10).log10()
+    # 80 dB dynamic range below each example's own peak, so batching never changes an example's result.
+    peak = log_spec.amax(dim=(-2, -1), keepdim=True)
+    log_spec = torch.maximum(log_spec, peak - 8.0)
+    return (log_spec + 4.0) / 4.0
+
+
+def log_mel_window(audio: torch.Tensor | np.ndarray, n_mels: int = 80) -> torch.Tensor:
+    """One encoder window (n_mels, 3000) for a clip of at most 30 s, as openai-whisper's and
+    faster-whisper's transcribe feed it: the clip's frames, then zeros (not silence-level frames:
+    the model was trained this way and transcripts change token by token otherwise)."""
+    content = min(len(audio) // HOP_LENGTH, N_FRAMES)
+    # N_FFT samples of zero padding: the last frames see zeros past the end, not a reflection.
+    mel = log_mel_spectrogram(audio[:N_SAMPLES], n_mels, padding=N_FFT)[:, :content]
+    return pad_or_trim(mel, N_FRAMES)
+
+
+def is_silent(audio: np.ndarray, threshold_db: float = -60.0) -> bool:
+    """True when the clip's peak is below `threshold_db` dBFS: nothing there for Whisper to hear,
+    and Whisper invents words ("you", "Thank you.") on digital silence."""
+    return audio.size == 0 or float(np.abs(audio).max()) < 10 ** (threshold_db / 20)

@@ -1,0 +1,58 @@
+"""Corpus-level word and character error rates.
+
+Both rates are total edits (substitutions + deletions + insertions) over the total number of
+reference units across all utterances, not an average of per-utterance rates, and are returned
+as fractions (0.034), not percent.
+
+An utterance whose reference is empty (after normalisation, e.g. "[noise]") is kept out of
+jiwer, which older versions reject; each word (or character) of its hypothesis counts as one
+insertion and it adds nothing to the reference total.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import jiwer
+
+from .normalizers import get_normalizer
+
+
+def _error_rate(references: list[str], hypotheses: list[str], normalizer: Callable[[str], str] | None,
+                characters: bool) -> float:
+    if len(references) != len(hypotheses):
+        raise ValueError(f"{len(references)} references but {len(hypotheses)} hypotheses")
+    normalize = normalizer or (lambda text: text)
+    # Whitespace is collapsed either way, so that CER does not count doubled spaces.
+    pairs = [(" ".join(normalize(r).split()), " ".join(normalize(h).split())) for r, h in zip(references, hypotheses)]
+
+    def units(text: str) -> int:
+        return len(text) if characters else len(text.split())
+
+    errors = sum(units(h) for r, h in pairs if not r)
+    scored = [(r, h) for r, h in pairs if r]
+    total = sum(units(r) for r, _ in scored)
+    if scored:
+        process = jiwer.process_characters if characters else jiwer.process_words
+        out = process([r for r, _ in scored], [h for _, h in scored])
+        errors += out.substitutions + out.deletions + out.insertions
+    if total == 0:
+        if errors:
+            raise ValueError("every reference is empty, so the error rate is undefined")
+        return 0.0
+    return errors / total
+
+
+def wer(references: list[str], hypotheses: list[str], normalizer: Callable[[str], str] | None = None) -> float:
+    """Word error rate; `normalizer` is applied to both sides (None: compare the text as given)."""
+    return _error_rate(references, hypotheses, normalizer, characters=False)
+
+
+def cer(references: list[str], hypotheses: list[str], normalizer: Callable[[str], str] | None = None) -> float:
+    """Character error rate (spaces between words count as characters)."""
+    return _error_rate(references, hypotheses, normalizer, characters=True)
+
+
+def error_rates(references: list[str], hypotheses: list[str], language: str | None) -> dict[str, float]:
+    """{"wer": ..., "cer": ...} after the normaliser for `language` (see get_normalizer)."""
+    normalizer = get_normalizer(language)
+    return {"wer": wer(references, hypotheses, normalizer), "cer": cer(references, hypotheses, normalizer)}

@@ -1,0 +1,205 @@
+"""From audio files to transcripts: batched clips, temperature fallback, no-speech gating and
+timestamp-driven 30-second windows for recordings longer than one window."""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from tokenizer import WhisperTokenizer
+
+from .audio import (HOP_LENGTH, N_FRAMES, N_SAMPLES, SAMPLE_RATE, AudioError, is_silent, load_audio,
+                    log_mel_spectrogram, log_mel_window, pad_or_trim)
+from .decoding import TIME_PRECISION, DecodingOptions, DecodingResult, decode, tokenizer_for
+from .model import Whisper
+
+FRAMES_PER_TOKEN = 2  # mel frames per timestamp step (conv2 has stride 2)
+
+
+@dataclass(frozen=True)
+class TranscribeOptions:
+    decoding: DecodingOptions = field(default_factory=DecodingOptions)
+    batch_size: int = 8
+    # Fallback: re-decode at the next temperature when the output loops or is unlikely.
+    temperatures: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+    compression_ratio_threshold: float | None = 2.4
+    logprob_threshold: float | None = -1.0
+    no_speech_threshold: float | None = 0.6
+    condition_on_previous_text: bool = True
+    progress: bool = True
+
+
+def _needs_fallback(r: DecodingResult, opts: TranscribeOptions) -> bool:
+    if _is_silence(r, opts):
+        return False
+    too_repetitive = opts.compression_ratio_threshold is not None and r.compression_ratio > opts.compression_ratio_threshold
+    too_unlikely = opts.logprob_threshold is not None and r.avg_logprob < opts.logprob_threshold
+    return too_repetitive or too_unlikely
+
+
+def _is_silence(r: DecodingResult, opts: TranscribeOptions) -> bool:
+    """Whisper's no-speech rule: the <|nospeech|> probability is high and the text is unlikely."""
+    if opts.no_speech_threshold is None or r.no_speech_prob <= opts.no_speech_threshold:
+        return False
+    return opts.logprob_threshold is None or r.avg_logprob < opts.logprob_threshold
+
+
+def decode_with_fallback(model: Whisper, mel: Tensor, opts: TranscribeOptions,
+                         tokenizer: WhisperTokenizer | None = None,
+                         decoding: DecodingOptions | None = None) -> list[DecodingResult]:
+    """Decode mel (B, n_mels, 3000); rows that fail the quality checks are decoded again, alone in
+    a smaller batch, at the next temperature. Silent rows come back with empty text."""
+    decoding = decoding or opts.decoding
+    features = model.embed_audio(mel.to(model.device, model.dtype))
+    results = decode(model, features, replace(decoding, temperature=opts.temperatures[0]), tokenizer)
+    for temperature in opts.temperatures[1:]:
+        retry = [i for i, r in enumerate(results) if _needs_fallback(r, opts)]
+        if not retry:
+            break
+        # Sampling at T > 0 explores; beam search is only used at T = 0, as in the reference.
+        again = decode(model, features[retry], replace(decoding, temperature=temperature, beam_size=None), tokenizer)
+        for i, r in zip(retry, again):
+            results[i] = r
+    for r in results:
+        if _is_silence(r, opts):
+            r.text, r.tokens = "", []
+    return results
+
+
+def segments_from_tokens(tokens: list[int], tokenizer: WhisperTokenizer, offset: float = 0.0) -> list[dict]:
+    """Split timestamped tokens `<|t0|> text <|t1|><|t1|> text <|t2|>` into segments (seconds)."""
+    ts = tokenizer.timestamp_begin
+    segments, start, text = [], None, []
+    for t in tokens:
+        if t >= ts:
+            time = offset + (t - ts) * TIME_PRECISION
+            if start is None:
+                start = time
+            elif text:
+                segments.append({"start": round(start, 3), "end": round(time, 3),
+                                 "text": tokenizer.decode(text).strip()})
+                start, text = None, []
+            else:
+                start = time
+        elif t < tokenizer.eot:
+            text.append(t)
+    if text:  # trailing text without a closing timestamp
+        segments.append({"start": round(start if start is not None else offset, 3), "end": None,
+                         "text": tokenizer.decode(text).strip()})
+    return segments
+
+
+def transcribe_long(model: Whisper, audio: np.ndarray, opts: TranscribeOptions,
+                    tokenizer: WhisperTokenizer | None = None) -> dict:
+    """Transcribe a recording of any length with 30 s windows: each window's last complete
+    timestamp says where the next one starts, and its text prompts the next window."""
+    mel = log_mel_spectrogram(audio, model.dims.n_mels, padding=N_SAMPLES)
+    n_frames = mel.shape[-1] - N_FRAMES
+    decoding = replace(opts.decoding, without_timestamps=False)
+    seek, segments, previous, language = 0, [], [], opts.decoding.language
+    while seek < n_frames:
+        window_frames = min(N_FRAMES, n_frames - seek)
+        if is_silent(audio[seek * HOP_LENGTH:(seek + window_frames) * HOP_LENGTH]):
+            seek += window_frames
+            continue
+        # As in the reference pipelines: frames past the recording's end are zeros.
+        window = pad_or_trim(mel[:, seek:seek + window_frames], N_FRAMES)[None]
+        prompt = previous[-(model.dims.n_text_ctx // 2 - 1):] if opts.condition_on_previous_text else None
+        r = decode_with_fallback(model, window, opts, tokenizer,
+                                 replace(decoding, prompt=prompt or None, language=language))[0]
+        language = language or r.language
+        offset = seek * HOP_LENGTH / SAMPLE_RATE
+        if not r.tokens:
+            seek += window_frames
+            continue
+        tk = tokenizer or _tokenizer(model, r.language, opts.decoding.task)
+        stamps = [i for i, t in enumerate(r.tokens) if t >= tk.timestamp_begin]
+        ends_single = len(r.tokens) >= 2 and r.tokens[-1] >= tk.timestamp_begin > r.tokens[-2]
+        pairs = [i for i in stamps if i > 0 and r.tokens[i - 1] >= tk.timestamp_begin]
+        if pairs and not ends_single:
+            # Cut after the last complete segment; its unfinished tail is decoded again next window.
+            cut = pairs[-1]
+            kept = r.tokens[:cut]
+            seek += (r.tokens[cut] - tk.timestamp_begin) * FRAMES_PER_TOKEN
+        else:
+            kept = r.tokens
+            seek += window_frames
+        for s in segments_from_tokens(kept, tk, offset):
+            s["end"] = s["end"] if s["end"] is not None else round(offset + window_frames / 100, 3)
+            segments.append(s)
+        previous += [t for t in kept if t < tk.eot]
+        if r.temperature > 0.5:
+            previous = []  # a sampled window is a poor prompt: do not let its errors propagate
+    return {"text": " ".join(s["text"] for s in segments).strip(), "language": language, "segments": segments,
+            "duration": round(len(audio) / SAMPLE_RATE, 3)}
+
+
+def _tokenizer(model: Whisper, language: str | None, task: str) -> WhisperTokenizer:
+    return tokenizer_for(model, DecodingOptions(language=language, task=task))
+
+
+def _load(path: Path, n_mels: int) -> tuple[np.ndarray, Tensor | None]:
+    """Audio and, for a clip of at most 30 s, its encoder window (None for longer recordings)."""
+    audio = load_audio(path)
+    return audio, log_mel_window(audio, n_mels) if len(audio) <= N_SAMPLES else None
+
+
+def _prefetch(paths: list[Path], n_mels: int) -> Iterator[tuple[Path, tuple | AudioError]]:
+    """Decode audio in a background thread while the model works (soundfile releases the GIL)."""
+    def job(p: Path):
+        try:
+            return _load(p, n_mels)
+        except AudioError as e:
+            return e
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        futures = [pool.submit(job, p) for p in paths]
+        for p, f in zip(paths, futures):
+            yield p, f.result()
+
+
+def transcribe_files(model: Whisper, paths: list[Path], opts: TranscribeOptions,
+                     tokenizer: WhisperTokenizer | None = None) -> tuple[list[dict], list[tuple[Path, str]]]:
+    """Transcribe many files: clips up to 30 s go through in batches, longer ones window by window.
+
+    Returns (results in input order, [(path, error line)] for files that could not be read)."""
+    results: dict[Path, dict] = {}
+    failed: list[tuple[Path, str]] = []
+    batch: list[tuple[Path, np.ndarray, Tensor]] = []
+    want_segments = not opts.decoding.without_timestamps
+
+    def flush():
+        mels = torch.stack([m for _, _, m in batch])
+        for (p, audio, _), r in zip(batch, decode_with_fallback(model, mels, opts, tokenizer)):
+            duration = round(len(audio) / SAMPLE_RATE, 3)
+            tk = tokenizer or _tokenizer(model, r.language, opts.decoding.task)
+            segments = segments_from_tokens(r.tokens, tk) if want_segments else []
+            for s in segments:
+                s["end"] = s["end"] if s["end"] is not None else duration
+            text = " ".join(s["text"] for s in segments) if want_segments else r.text
+            results[p] = {"audio": str(p), "text": text.strip(), "language": r.language,
+                          "segments": segments, "duration": duration}
+        batch.clear()
+
+    with tqdm(total=len(paths), desc="transcribing", unit="file", disable=not opts.progress) as bar:
+        for path, loaded in _prefetch(paths, model.dims.n_mels):
+            if isinstance(loaded, AudioError):
+                failed.append((path, str(loaded)))
+            elif is_silent(loaded[0]):
+                results[path] = {"audio": str(path), "text": "", "language": opts.decoding.language,
+                                 "segments": [], "duration": round(len(loaded[0]) / SAMPLE_RATE, 3)}
+            elif loaded[1] is None:
+                results[path] = {"audio": str(path), **transcribe_long(model, loaded[0], opts, tokenizer)}
+            else:
+                batch.append((path, loaded[0], loaded[1]))
+                if len(batch) == opts.batch_size:
+                    flush()
+            bar.update(1)
+        if batch:
+            flush()
+    return [results[p] for p in paths if p in results], failed
