@@ -1,45 +1,105 @@
 """Transcribe or evaluate with any checkpoint we load (OpenAI .pt, Hugging Face, CTranslate2, ours).
 
   python transcribe.py --model_path base --audio_path clip.flac
-  python transcribe.py --model_path ckpt/ --mode batch --audio_dir clips/ --output_file out.json
+  python transcribe.py --model_path ckpt/ --mode directory --audio_dir clips/ --output_file out.json
+  python transcribe.py --model_path ckpt/ --mode batch --manifest test.jsonl --output_file out.tsv
   python transcribe.py --model_path base --mode evaluate --manifest test.jsonl --output_file eval.json
+
+modes:
+  single     one --audio_path; its text goes to stdout (or --output_file)
+  directory  every audio file below --audio_dir (plus any --audio_path / --manifest files)
+  batch      the audio of --manifest, --audio_dir and/or --audio_path, in batches of --batch_size
+  evaluate   transcribe the clips of --manifest (or --reference_file) and score them against the
+             listed text: prints WER and CER; --output_file must be .json and receives
+             {"wer", "cer", "utterances": [{"audio", "reference", "hypothesis"}]}
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from collections import Counter
 from pathlib import Path
 
 import torch
 
 from whisper_scratch.checkpoint import load_model
-from whisper_scratch.decoding import DecodingOptions
-from whisper_scratch.manifest import ManifestError, list_audio, read_manifest
+from whisper_scratch.decoding import DecodingOptions, tokenizer_for
+from whisper_scratch.manifest import AUDIO_EXTENSIONS, ManifestError, Utterance, list_audio, read_manifest
 from whisper_scratch.metrics import error_rates
 from whisper_scratch.transcriber import TranscribeOptions, transcribe_files
-from whisper_scratch.writers import write_evaluation, write_results
+from whisper_scratch.writers import SUPPORTED_EXTENSIONS, write_evaluation, write_results
 from tokenizer import load_tokenizer_dir
-from tokenizer.base import CONFIG_FILE
+from tokenizer.base import CONFIG_FILE, normalize_language
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+SUBTITLES = (".srt", ".vtt")
+
+# Exit codes (also in --help).
+OK, UNREADABLE, USAGE, INTERRUPTED = 0, 1, 2, 130
+
+EPILOG = f"""\
+output (--output_file, format chosen by the extension: {', '.join(SUPPORTED_EXTENSIONS)}):
+  .txt   the text; with several files one "audio<TAB>text" line each
+  .json  a list of {{"audio", "text", "language", "segments", "duration"}}
+  .tsv   start<TAB>end<TAB>text in ms (Whisper's layout), with a leading audio column for several files
+  .srt / .vtt  subtitles hold one audio file each. In single mode the file named is written. In
+         directory and batch modes the name only gives the folder and the format: one subtitle
+         file per audio is written into that folder, named after the audio (clips/a.flac ->
+         OUTDIR/a.srt); subfolders of the input are kept (clips/x/b.wav -> OUTDIR/x/b.srt), and
+         two audio files that differ only in extension keep it (a.wav -> a.wav.srt).
+  without --output_file: single prints the text; directory and batch print "audio<TAB>text" lines.
+
+bad audio:
+  A missing, empty, undecodable or sample-less file is reported in one line on stderr. In single
+  mode nothing else happens. In directory and batch modes the other files are still transcribed
+  and written, and each bad one is listed as "skipped: <reason>". In evaluate mode a bad clip
+  counts as an empty hypothesis (so it costs WER) and is listed the same way. Silent audio is not
+  an error: it gives empty text.
+
+exit status:
+  {OK}    every audio file was transcribed
+  {UNREADABLE}    some audio could not be read (listed on stderr); in directory, batch and evaluate
+       modes everything else was transcribed and written
+  {USAGE}    bad arguments, or a missing model / manifest / audio folder (found before any
+       transcribing), or the output file could not be written
+  {INTERRUPTED}  interrupted (Ctrl-C)
+"""
+
+
+class CliError(Exception):
+    """A problem with the command line or its inputs: one line on stderr, exit status 2."""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="transcribe.py", description=__doc__, epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     # The original project's underscore flags, with dash spellings as aliases.
     p.add_argument("--model_path", "--model-path", "--model", default="base",
-                   help="size name (tiny, base, …, large-v3-turbo) to download, or a local checkpoint file/folder")
+                   help="a local checkpoint: an OpenAI/our .pt file, or a folder with model.pt (ours), "
+                        "config.json + model.bin (CTranslate2) or config.json + model.safetensors "
+                        "(Hugging Face); or a size name (tiny, base, ..., large-v3-turbo) to download "
+                        "(default: base)")
     p.add_argument("--mode", choices=["single", "directory", "batch", "evaluate"], default="single")
-    p.add_argument("--audio_path", "--audio-path", action="append", default=[], help="audio file (repeatable)")
-    p.add_argument("--audio_dir", "--audio-dir", help="folder of audio files (directory and batch modes)")
-    p.add_argument("--manifest", help="JSONL {audio, text} / CSV / Common Voice .tsv (batch and evaluate)")
-    p.add_argument("--reference_file", "--reference-file", help="evaluate: references, same formats as --manifest")
-    p.add_argument("--output_file", "--output-file", help="txt, json, srt, vtt or tsv, chosen by extension")
-    p.add_argument("--language", default=None, help="language code; default: detect (multilingual models)")
-    p.add_argument("--task", choices=["transcribe", "translate"], default="transcribe")
+    p.add_argument("--audio_path", "--audio-path", action="append", default=[],
+                   help="audio file; repeatable in directory and batch modes")
+    p.add_argument("--audio_dir", "--audio-dir",
+                   help=f"folder searched recursively for {' '.join(AUDIO_EXTENSIONS)} (directory and batch modes)")
+    p.add_argument("--manifest", help="JSONL {audio, text} / CSV / Common Voice .tsv listing (batch, directory "
+                                      "and evaluate); audio paths are relative to the listing")
+    p.add_argument("--reference_file", "--reference-file",
+                   help="evaluate: the references, same formats as --manifest (give one of the two)")
+    p.add_argument("--output_file", "--output-file",
+                   help="txt, json, srt, vtt or tsv, chosen by extension (see below); evaluate: .json")
+    p.add_argument("--language", default=None,
+                   help="language code or name (en, de, German); default: detect (multilingual models)")
+    p.add_argument("--task", choices=["transcribe", "translate"], default="transcribe",
+                   help="translate: speech in any language to English text (multilingual models)")
     p.add_argument("--beam_size", "--beam-size", type=int, default=None, help="beam search width (default greedy)")
-    p.add_argument("--batch_size", "--batch-size", type=int, default=8)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--batch_size", "--batch-size", type=int, default=8,
+                   help="clips decoded together (directory, batch, evaluate; default 8)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("--dtype", choices=list(DTYPES), default=None, help="default fp16 on GPU, fp32 on CPU")
     p.add_argument("--timestamps", action="store_true", help="decode segment timestamps (implied by srt/vtt/tsv)")
     p.add_argument("--initial_prompt", "--initial-prompt", default=None, help="text to condition the first window on")
@@ -49,81 +109,256 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    """Run the command line; returns the exit status (see EPILOG) instead of exiting."""
+    try:
+        args = parse_args(argv)
+    except SystemExit as e:  # argparse has printed usage and its error (or --help)
+        return e.code if isinstance(e.code, int) else USAGE
+    try:
+        return _run(args)
+    except CliError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return INTERRUPTED
+
+
+def _run(args: argparse.Namespace) -> int:
+    _check_args(args)
     if args.threads:
         torch.set_num_threads(args.threads)
-    try:
-        inputs, references = _inputs(args)
-        model = load_model(args.model_path, device=args.device, dtype=_dtype(args))
-    except (ManifestError, FileNotFoundError, ValueError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    # A model trained from scratch carries its own vocabulary beside the weights.
-    model_dir = _model_dir(args.model_path)
-    tokenizer = load_tokenizer_dir(model_dir) if (model_dir / CONFIG_FILE).is_file() else None
-    timestamps = args.timestamps or (args.output_file or "").lower().endswith((".srt", ".vtt", ".tsv"))
+    inputs, rows = _inputs(args)
+    if args.mode == "single":
+        problem = _quick_audio_check(inputs[0])
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            return UNREADABLE
+    model = _load_model(args)
+    tokenizer = _load_tokenizer(args.model_path)
+    language = _check_language(args, model, tokenizer)
+    timestamps = args.timestamps or _suffix(args.output_file) in (".srt", ".vtt", ".tsv")
     opts = TranscribeOptions(
-        decoding=DecodingOptions(task=args.task, language=args.language, beam_size=args.beam_size,
+        decoding=DecodingOptions(task=args.task, language=language, beam_size=args.beam_size,
                                  without_timestamps=not timestamps, prompt=args.initial_prompt),
         batch_size=args.batch_size if args.mode != "single" else 1,
         temperatures=(0.0,) if args.no_fallback else TranscribeOptions.temperatures,
         progress=args.mode != "single")
     results, failed = transcribe_files(model, inputs, opts, tokenizer)
-    for path, error in failed:
-        print(f"skipped: {error}", file=sys.stderr)
 
+    if args.mode == "single":
+        if failed:
+            print(f"error: {failed[0][1]}", file=sys.stderr)
+            return UNREADABLE
+    else:
+        for _, error in failed:
+            print(f"skipped: {error}", file=sys.stderr)
     if args.mode == "evaluate":
-        return _evaluate(args, results, references, failed)
+        return _evaluate(args, results, rows, failed, language)
+
     if args.output_file:
-        write_results(results, args.output_file)
-        print(f"wrote {len(results)} transcripts to {args.output_file}", file=sys.stderr)
+        _write(args, results)
     else:
         for r in results:
             print(r["text"] if args.mode == "single" else f"{r['audio']}\t{r['text']}")
     if failed:
-        print(f"{len(failed)} of {len(inputs)} files could not be read (listed above)", file=sys.stderr)
-        return 1
-    return 0
+        print(f"{len(failed)} of {len(inputs)} audio files could not be read (listed above as skipped); "
+              f"the other {len(results)} were transcribed", file=sys.stderr)
+        return UNREADABLE
+    return OK
 
 
-def _inputs(args: argparse.Namespace) -> tuple[list[Path], dict[Path, str]]:
-    """Audio paths for the mode, and references by path for evaluate."""
-    if args.mode == "evaluate":
-        listing = args.manifest or args.reference_file
-        if not listing:
-            raise ValueError("evaluate needs --manifest (or --reference_file) with audio and text")
-        rows = read_manifest(listing)
-        if not rows:
-            raise ValueError(f"{listing} lists no utterances")
-        return [r.audio for r in rows], {r.audio: r.text for r in rows}
+def _check_args(args: argparse.Namespace) -> None:
+    """Everything that can be checked before loading anything, so mistakes cost no waiting."""
+    if args.batch_size < 1:
+        raise CliError(f"--batch_size must be at least 1, got {args.batch_size}")
+    if args.beam_size is not None and args.beam_size < 1:
+        raise CliError(f"--beam_size must be at least 1, got {args.beam_size} (leave it out for greedy decoding)")
+    if args.threads is not None and args.threads < 1:
+        raise CliError(f"--threads must be at least 1, got {args.threads}")
+    if str(args.device).startswith("cuda") and not torch.cuda.is_available():
+        raise CliError(f"--device {args.device}: no CUDA GPU is available here (use --device cpu)")
+    if args.output_file:
+        suffix = _suffix(args.output_file)
+        if args.mode == "evaluate" and suffix != ".json":
+            raise CliError(f"--output_file {args.output_file}: evaluate writes a JSON report, "
+                           "give a file ending in .json")
+        if suffix not in SUPPORTED_EXTENSIONS:
+            raise CliError(f"--output_file {args.output_file}: unknown format {suffix or '(no extension)'}; "
+                           f"use one of {', '.join(SUPPORTED_EXTENSIONS)}")
+        if Path(args.output_file).is_dir():
+            raise CliError(f"--output_file {args.output_file} is a folder; give a file name such as "
+                           f"{Path(args.output_file) / ('out' + suffix if suffix else 'out.json')}")
     if args.mode == "single":
+        if args.audio_dir or args.manifest:
+            raise CliError("single mode takes one --audio_path; use --mode directory or batch for "
+                           "--audio_dir / --manifest")
         if len(args.audio_path) != 1:
-            raise ValueError("single mode needs exactly one --audio_path")
-        return [Path(args.audio_path[0])], {}
-    paths = [Path(p) for p in args.audio_path]
-    if args.manifest:
-        paths += [r.audio for r in read_manifest(args.manifest)]
-    if args.audio_dir:
-        if not Path(args.audio_dir).is_dir():
-            raise FileNotFoundError(f"audio folder not found: {args.audio_dir} (check --audio_dir)")
-        paths += list_audio(args.audio_dir)
+            raise CliError(f"single mode needs exactly one --audio_path, got {len(args.audio_path)} "
+                           "(use --mode batch for several files)")
+    elif args.mode == "evaluate":
+        if args.audio_path or args.audio_dir:
+            raise CliError("evaluate reads its audio from --manifest (or --reference_file); "
+                           "drop --audio_path / --audio_dir")
+        if args.manifest and args.reference_file:
+            raise CliError("evaluate takes --manifest or --reference_file, not both")
+        if not (args.manifest or args.reference_file):
+            raise CliError("evaluate needs --manifest (or --reference_file): a .jsonl/.csv/.tsv listing "
+                           "audio and text")
+    elif args.reference_file:
+        raise CliError(f"--reference_file is for --mode evaluate, not {args.mode}")
+
+
+def _suffix(path: str | None) -> str:
+    return Path(path).suffix.lower() if path else ""
+
+
+def _inputs(args: argparse.Namespace) -> tuple[list[Path], list[Utterance]]:
+    """Audio paths for the mode, and the listing's rows (audio + reference) for evaluate."""
+    try:
+        if args.mode == "evaluate":
+            listing = args.manifest or args.reference_file
+            rows = read_manifest(listing)
+            if not rows:
+                raise CliError(f"{listing} lists no utterances")
+            return [r.audio for r in rows], rows
+        if args.mode == "single":
+            return [Path(args.audio_path[0])], []
+        paths = [Path(p) for p in args.audio_path]
+        if args.manifest:
+            paths += [r.audio for r in read_manifest(args.manifest)]
+        if args.audio_dir:
+            folder = Path(args.audio_dir)
+            if not folder.is_dir():
+                raise CliError(f"audio folder not found: {folder} (check --audio_dir)")
+            found = list_audio(folder)
+            if not found and not paths:
+                raise CliError(f"no audio files ({' '.join(AUDIO_EXTENSIONS)}) in {folder}")
+            paths += found
+    except ManifestError as e:
+        raise CliError(str(e)) from None
     if not paths:
-        raise ValueError(f"{args.mode} mode needs --audio_dir, --manifest or --audio_path with at least one audio file")
-    return paths, {}
+        raise CliError(f"{args.mode} mode needs --audio_dir, --manifest or --audio_path with at least one audio file")
+    return paths, []
 
 
-def _evaluate(args: argparse.Namespace, results: list[dict], references: dict[Path, str],
-              failed: list[tuple[Path, str]]) -> int:
+def _quick_audio_check(path: Path) -> str | None:
+    """The cheap failures, found before the model loads (the rest surface when decoding)."""
+    if not path.is_file():
+        return f"audio file not found: {path} (check --audio_path)"
+    if path.stat().st_size == 0:
+        return f"empty audio file: {path} is 0 bytes (re-export or re-download it)"
+    return None
+
+
+def _load_model(args: argparse.Namespace):
+    try:
+        return load_model(args.model_path, device=args.device, dtype=_dtype(args))
+    except FileNotFoundError:
+        raise CliError(f"model not found: {args.model_path}; pass a local checkpoint with --model_path: a .pt "
+                       "file, or a folder with model.pt (ours), config.json + model.bin (CTranslate2) or "
+                       "config.json + model.safetensors (Hugging Face); or a size name such as tiny or base "
+                       "to download") from None
+    except Exception as e:  # corrupt or foreign files, offline download, ...: say which and why
+        raise CliError(f"cannot load model {args.model_path}: {_one_line(e)}") from None
+
+
+def _load_tokenizer(model_path: str):
+    """A model trained from scratch carries its own vocabulary beside the weights."""
+    path = Path(model_path)
+    if not path.exists():  # a size name: OpenAI's vocabulary
+        return None
+    folder = path if path.is_dir() else path.parent
+    if not (folder / CONFIG_FILE).is_file():
+        return None
+    try:
+        return load_tokenizer_dir(folder)
+    except Exception as e:
+        raise CliError(f"cannot read the tokenizer in {folder}: {_one_line(e)}") from None
+
+
+def _check_language(args: argparse.Namespace, model, tokenizer) -> str | None:
+    """--language as a code the model knows ("German" -> "de"); English-only models refuse others."""
+    tk = tokenizer or tokenizer_for(model)
+    if not tk.is_multilingual:
+        if args.language and args.language.lower() not in ("en", "english"):
+            raise CliError(f"--language {args.language}: {args.model_path} is an English-only model; "
+                           "use a multilingual model (e.g. base) or --language en")
+        if args.task == "translate":
+            raise CliError(f"--task translate needs a multilingual model; {args.model_path} is English-only")
+        return "en" if args.language else None
+    try:
+        return normalize_language(args.language, tk.all_language_codes)
+    except ValueError:
+        raise CliError(f"--language {args.language}: not a language this model knows; use a code such as "
+                       f"en, de, cs (known: {', '.join(tk.all_language_codes)})") from None
+
+
+def _write(args: argparse.Namespace, results: list[dict]) -> None:
+    try:
+        if _suffix(args.output_file) in SUBTITLES and args.mode != "single":
+            targets = _subtitle_targets(results, Path(args.output_file))
+            for r, target in targets:
+                write_results([r], target)
+            folder = Path(args.output_file).parent
+            print(f"wrote {len(targets)} subtitle files ({_suffix(args.output_file)}, one per audio) "
+                  f"to {folder}", file=sys.stderr)
+        else:
+            write_results(results, args.output_file)
+            print(f"wrote {len(results)} transcript{'s' * (len(results) != 1)} to {args.output_file}",
+                  file=sys.stderr)
+    except OSError as e:
+        raise CliError(f"cannot write {args.output_file}: {_one_line(e)}") from None
+
+
+def _subtitle_targets(results: list[dict], output_file: Path) -> list[tuple[dict, Path]]:
+    """One subtitle path per result in output_file's folder, named after the audio (see EPILOG)."""
+    folder, suffix = output_file.parent, output_file.suffix
+    audios = [Path(os.path.abspath(r["audio"])) for r in results]
+    if not audios:
+        return []
+    common = Path(os.path.commonpath([a.parent for a in audios]))
+    relative = [a.relative_to(common) for a in audios]
+    clashes = Counter(r.with_suffix("") for r in relative)
+    targets = []
+    for result, rel in zip(results, relative):
+        name = rel.with_suffix(suffix) if clashes[rel.with_suffix("")] == 1 else rel.with_name(rel.name + suffix)
+        targets.append((result, folder / name))
+    return targets
+
+
+def _evaluate(args: argparse.Namespace, results: list[dict], rows: list[Utterance],
+              failed: list[tuple[Path, str]], language: str | None) -> int:
     hyps = {Path(r["audio"]): r["text"] for r in results}
     # An unreadable clip counts as an empty hypothesis: skipping it would flatter the WER.
-    utterances = [{"audio": str(p), "reference": ref, "hypothesis": hyps.get(p, "")} for p, ref in references.items()]
-    language = args.language or (results[0]["language"] if results else None)
-    rates = error_rates([u["reference"] for u in utterances], [u["hypothesis"] for u in utterances], language)
+    utterances = [{"audio": str(r.audio), "reference": r.text, "hypothesis": hyps.get(r.audio, "")} for r in rows]
+    language = language or _common_language(rows, results)
+    try:
+        rates = error_rates([u["reference"] for u in utterances], [u["hypothesis"] for u in utterances], language)
+    except ValueError as e:
+        raise CliError(f"cannot score {args.manifest or args.reference_file}: {e}") from None
     if args.output_file:
-        write_evaluation(args.output_file, rates["wer"], rates["cer"], utterances)
+        try:
+            write_evaluation(args.output_file, rates["wer"], rates["cer"], utterances)
+        except OSError as e:
+            raise CliError(f"cannot write {args.output_file}: {_one_line(e)}") from None
+        print(f"wrote the evaluation of {len(utterances)} utterances to {args.output_file}", file=sys.stderr)
     print(f"WER {rates['wer'] * 100:.2f}%  CER {rates['cer'] * 100:.2f}%  on {len(utterances)} utterances"
           f" ({len(failed)} unreadable)")
-    return 0
+    if failed:
+        print(f"{len(failed)} of {len(rows)} clips could not be read (listed above as skipped) and were "
+              "scored as empty hypotheses", file=sys.stderr)
+        return UNREADABLE
+    return OK
+
+
+def _common_language(rows: list[Utterance], results: list[dict]) -> str | None:
+    """The listing's language, else the one detected most often: it picks the text normaliser."""
+    listed = {r.language for r in rows if r.language}
+    if len(listed) == 1:
+        return listed.pop()
+    detected = Counter(r["language"] for r in results if r.get("language"))
+    return detected.most_common(1)[0][0] if detected else None
 
 
 def _dtype(args: argparse.Namespace) -> torch.dtype:
@@ -132,9 +367,8 @@ def _dtype(args: argparse.Namespace) -> torch.dtype:
     return torch.float16 if str(args.device).startswith("cuda") else torch.float32
 
 
-def _model_dir(model_path: str) -> Path:
-    path = Path(model_path)
-    return path if path.is_dir() else path.parent
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 if __name__ == "__main__":

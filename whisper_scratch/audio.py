@@ -139,14 +139,18 @@ def log_mel_spectrogram(audio: torch.Tensor | np.ndarray | str | Path, n_mels: i
     return (log_spec + 4.0) / 4.0
 
 
-def log_mel_window(audio: torch.Tensor | np.ndarray, n_mels: int = 80) -> torch.Tensor:
-    """One encoder window (n_mels, 3000) for a clip of at most 30 s, as openai-whisper's and
+def log_mel_window(audio: torch.Tensor | np.ndarray, n_mels: int = 80, n_frames: int = N_FRAMES) -> torch.Tensor:
+    """One encoder window (n_mels, n_frames) for a clip that fits in it, as openai-whisper's and
     faster-whisper's transcribe feed it: the clip's frames, then zeros (not silence-level frames:
-    the model was trained this way and transcripts change token by token otherwise)."""
-    content = min(len(audio) // HOP_LENGTH, N_FRAMES)
+    the model was trained this way and transcripts change token by token otherwise).
+
+    n_frames is twice the model's n_audio_ctx: 3000 (30 s) for every published Whisper; a model
+    trained from scratch may use shorter windows."""
+    n_samples = n_frames * HOP_LENGTH
+    content = min(len(audio) // HOP_LENGTH, n_frames)
     # N_FFT samples of zero padding: the last frames see zeros past the end, not a reflection.
-    mel = log_mel_spectrogram(audio[:N_SAMPLES], n_mels, padding=N_FFT)[:, :content]
-    return pad_or_trim(mel, N_FRAMES)
+    mel = log_mel_spectrogram(audio[:n_samples], n_mels, padding=N_FFT)[:, :content]
+    return pad_or_trim(mel, n_frames)
 
 
 def is_silent(audio: np.ndarray, threshold_db: float = -60.0) -> bool:

@@ -1,0 +1,409 @@
+"""Training data: utterance lists, a Dataset that decodes and augments in DataLoader workers, padding
+into batches, and a batch sampler whose position can be saved and restored.
+
+How a trainer uses it (one process per rank):
+
+    train, counts = load_utterances(cfg, "train")             # DataError: nothing usable, say why
+    dataset = SpeechDataset(train, tokenizer, n_mels, 448, cfg.language, cfg.task, augment, seed,
+                            min_duration=cfg.min_duration, max_duration=cfg.max_duration)
+    sampler = ResumableBatchSampler(len(dataset), batch_size, shuffle=True, seed=seed,
+                                    rank=rank, world_size=world_size)
+    sampler.load_state_dict(checkpoint["sampler"])               # when resuming
+    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=k)
+    for epoch in range(sampler.epoch, epochs):
+        sampler.set_epoch(epoch)                                 # keeps the position if already there
+        dataset.set_epoch(epoch)                                 # before iter(loader): workers copy it
+        for batch in loader:                                     # starts at sampler.batches_done
+            ...count batch.skipped by reason; train on the rest (len(batch) may be 0: under DDP the
+               rank must still join the gradient all-reduce, e.g. with a zero loss)...
+            sampler.advance()                                    # this batch is consumed
+            checkpoint["sampler"] = sampler.state_dict()
+
+The sampler does not count batches as it hands them out: DataLoader workers fetch several batches
+ahead, so only the trainer knows which batches it has really trained on.
+"""
+from __future__ import annotations
+
+import unicodedata
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from tokenizer.base import TASKS, TokenizerBase, normalize_language
+
+from .audio import CHUNK_LENGTH, HOP_LENGTH, N_FRAMES, SAMPLE_RATE, AudioError, load_audio, log_mel_window
+from .augment import Augment
+from .manifest import ManifestError, Utterance, read_folder, read_manifest
+
+IGNORE_INDEX = -100  # label value that torch.nn.functional.cross_entropy skips by default
+SPLITS = ("train", "eval")
+
+
+class DataError(ValueError):
+    """A data source that yields nothing to train or evaluate on; the one-line message names the file and the cause."""
+
+
+@dataclass
+class DataConfig:
+    """Where the utterances come from and which ones to keep.
+
+    Per split, a manifest (`train_manifest` / `eval_manifest`: .jsonl, .csv, Common Voice .tsv, or a
+    folder of audio files with same-named .txt transcripts) wins over `local_data_dir`, a Common
+    Voice language folder (`cv-corpus-X/<lang>`) whose `<train_split>.tsv` / `<eval_split>.tsv` are read.
+    """
+
+    local_data_dir: Path | None = None
+    train_split: str = "train"
+    eval_split: str = "dev"
+    train_manifest: Path | None = None
+    eval_manifest: Path | None = None
+    min_duration: float = 0.0  # seconds; shorter clips are skipped when loaded
+    max_duration: float = 30.0  # seconds; the encoder window (30 s) is the limit anyway
+    keep_chars: str | None = None  # allowed transcript characters, see normalize_transcript
+    language: str | None = None  # overrides the manifests' per-row language
+    task: str = "transcribe"
+
+    def __post_init__(self) -> None:
+        for name in ("local_data_dir", "train_manifest", "eval_manifest"):
+            if getattr(self, name) is not None:
+                setattr(self, name, Path(getattr(self, name)))
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+        if not 0.0 <= self.min_duration <= self.max_duration:
+            raise ValueError(f"need 0 <= min_duration <= max_duration, got {self.min_duration}, {self.max_duration}")
+        if self.keep_chars is not None and not self.keep_chars.strip():
+            raise ValueError("keep_chars is empty: every transcript would be dropped")
+
+
+def normalize_transcript(text: str, keep_chars: str) -> str:
+    """`text` reduced to the characters of `keep_chars`: NFC, lowercased when `keep_chars` has no
+    upper-case letter, other characters dropped, whitespace (always a word separator, whether or
+    not `keep_chars` has a space) collapsed to single spaces."""
+    keep = set(unicodedata.normalize("NFC", keep_chars))
+    text = unicodedata.normalize("NFC", text)
+    if not any(ch.isupper() for ch in keep):
+        text = text.lower()
+    words = ("".join(ch for ch in word if ch in keep) for word in text.split())
+    return " ".join(word for word in words if word)
+
+
+def _source(cfg: DataConfig, split: str) -> Path:
+    """The manifest, folder or Common Voice .tsv that `split` ("train" or "eval") reads."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be 'train' or 'eval' (which one, not a .tsv name: DataConfig.train_split "
+                         f"and eval_split name those), got {split!r}")
+    manifest = cfg.train_manifest if split == "train" else cfg.eval_manifest
+    if manifest is not None:
+        return manifest
+    if cfg.local_data_dir is None:
+        raise DataError(f"no {split} data: set {split}_manifest or local_data_dir")
+    tsv = cfg.local_data_dir / f"{cfg.train_split if split == 'train' else cfg.eval_split}.tsv"
+    if not tsv.is_file():
+        raise DataError(f"{tsv}: file not found (the {split} split of the Common Voice folder {cfg.local_data_dir})")
+    return tsv
+
+
+def load_utterances(cfg: DataConfig, split: str) -> tuple[list[Utterance], Counter]:
+    """The utterances of `split` ("train" or "eval") with cleaned transcripts, and what happened to the rows.
+
+    Counter keys: rows (read), kept, empty_transcript, empty_after_keep_chars (dropped rows). Audio is
+    not opened here; unreadable or over-long clips are skipped later by SpeechDataset. Raises
+    DataError when the file is missing, has no rows, or none survives the filters.
+    """
+    source = _source(cfg, split)
+    try:
+        rows = read_folder(source) if source.is_dir() else read_manifest(source)
+    except ManifestError as err:
+        raise DataError(str(err)) from None
+
+    counts: Counter = Counter(rows=len(rows))
+    kept = []
+    for row in rows:
+        text = " ".join(unicodedata.normalize("NFC", row.text).split())
+        if not text:
+            counts["empty_transcript"] += 1
+            continue
+        if cfg.keep_chars is not None:
+            text = normalize_transcript(text, cfg.keep_chars)
+            if not text:
+                counts["empty_after_keep_chars"] += 1
+                continue
+        kept.append(Utterance(row.audio, text, cfg.language or row.language))
+    counts["kept"] = len(kept)
+
+    if not kept:
+        if not rows:
+            what = "folder" if source.is_dir() else source.suffix.lstrip(".") or "manifest"
+            cause = "no audio file with a same-named .txt" if source.is_dir() else f"empty {what} (no rows)"
+        else:
+            causes = []
+            if counts["empty_after_keep_chars"]:
+                causes.append(f"{counts['empty_after_keep_chars']} rows had only characters outside --keep-chars")
+            if counts["empty_transcript"]:
+                causes.append(f"{counts['empty_transcript']} rows had an empty transcript")
+            cause = "0 usable rows: " + ", ".join(causes)
+        raise DataError(f"{source}: {cause}")
+    return kept, counts
+
+
+@dataclass
+class Example:
+    """One training example. T = len(prefix) + len(text tokens); labels[i] is the token that should
+    follow tokens[:i + 1], so labels == tokens[1:] + [eot]."""
+
+    mel: torch.Tensor  # (n_mels, n_frames) float32, exactly what inference feeds the encoder; n_frames = 3000
+    tokens: torch.Tensor  # (T,) int64 decoder input
+    labels: torch.Tensor  # (T,) int64 targets; the last one is always <|endoftext|>
+    path: str
+
+
+@dataclass
+class Skipped:
+    """An utterance left out of training, and why (one line, e.g. an AudioError message)."""
+
+    path: str
+    reason: str
+
+
+@dataclass
+class Batch:
+    """Padded examples; B may be 0 when every item of the batch was skipped."""
+
+    mel: torch.Tensor  # (B, n_mels, n_frames) float32; (0, 0, 0) for an empty batch
+    tokens: torch.Tensor  # (B, T) int64, padded with <|endoftext|>
+    labels: torch.Tensor  # (B, T) int64, padded with IGNORE_INDEX (-100)
+    paths: list[str]
+    skipped: list[Skipped]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
+        mel, tokens, labels = (t.to(device, non_blocking=non_blocking) for t in (self.mel, self.tokens, self.labels))
+        return Batch(mel, tokens, labels, self.paths, self.skipped)
+
+    def pin_memory(self) -> Batch:
+        """Called by DataLoader(pin_memory=True)."""
+        return Batch(self.mel.pin_memory(), self.tokens.pin_memory(), self.labels.pin_memory(),
+                     self.paths, self.skipped)
+
+
+def collate(batch: Sequence[Example | Skipped]) -> Batch:
+    """Stack the Examples of `batch` into a Batch and report the Skipped ones in Batch.skipped.
+
+    Token rows are padded with <|endoftext|>, read from each example's own last label (always
+    <|endoftext|>), so no tokenizer is needed here. Label rows are padded with -100, which the
+    loss ignores; tokens at padded positions come after the real ones and cannot affect them
+    under the decoder's causal mask.
+    """
+    examples = [item for item in batch if isinstance(item, Example)]
+    skipped = [item for item in batch if isinstance(item, Skipped)]
+    if not examples:
+        empty = torch.zeros(0, 0, dtype=torch.long)
+        return Batch(torch.zeros(0, 0, 0), empty, empty.clone(), [], skipped)
+    length = max(len(ex.tokens) for ex in examples)
+    tokens = torch.stack([torch.cat([ex.tokens, ex.labels[-1:].expand(length - len(ex.tokens))]) for ex in examples])
+    labels = torch.full((len(examples), length), IGNORE_INDEX, dtype=torch.long)
+    for row, ex in zip(labels, examples):
+        row[: len(ex.labels)] = ex.labels
+    mel = torch.stack([ex.mel for ex in examples])
+    return Batch(mel, tokens, labels, [ex.path for ex in examples], skipped)
+
+
+def _language_code(language: str, tokenizer: TokenizerBase) -> str:
+    """A tokenizer language code for a code, name or Common Voice locale ("sv-SE" -> "sv")."""
+    for candidate in (language, language.split("-")[0]):
+        try:
+            return normalize_language(candidate, tokenizer.all_language_codes)
+        except ValueError:
+            pass
+    raise DataError(f"language {language!r} is not in this tokenizer (it knows {', '.join(tokenizer.all_language_codes)})")
+
+
+class SpeechDataset(Dataset):
+    """Utterances -> Example (or Skipped), decoded and augmented on access, i.e. in DataLoader workers.
+
+    Decoder input: the start sequence, then <|notimestamps|>, then the transcript encoded with a
+    leading space as Whisper does: [sot] for English-only vocabularies, [sot, <|lang|>, <|task|>]
+    for multilingual ones (Whisper BPE or SentencePiece with languages). The labels of the prefix
+    positions (<|lang|>, <|task|>, <|notimestamps|>) are kept, not masked: they cost nothing, and the
+    <|lang|> target keeps training language identification on the fine-tuning language.
+
+    Skipped (counted by the trainer, never trained on): unreadable, empty or missing audio; clips
+    outside [min_duration, max_duration] (and anything longer than the encoder window of `n_frames`
+    mel frames, 30 s for every published Whisper: a cut clip no longer matches its transcript); token sequences longer than `max_label_tokens`
+    (the decoder context, 448). Those are skipped rather than truncated: a truncated target teaches
+    the model to stop in mid-sentence.
+
+    Augmentation draws from a generator seeded by (seed, epoch, index), so an example comes out the
+    same in any worker, with any number of workers, and after a resume. Call `set_epoch` before
+    each epoch's `iter(DataLoader)` (workers copy the dataset when the iterator starts; so do not
+    use persistent_workers=True with augmentation).
+    """
+
+    def __init__(
+        self,
+        utterances: Sequence[Utterance],
+        tokenizer: TokenizerBase,
+        n_mels: int = 80,
+        max_label_tokens: int = 448,
+        language: str | None = None,
+        task: str = "transcribe",
+        augment: Augment | None = None,
+        seed: int = 0,
+        *,
+        n_frames: int = N_FRAMES,
+        min_duration: float = 0.0,
+        max_duration: float = CHUNK_LENGTH,
+    ) -> None:
+        if task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+        if seed < 0:
+            raise ValueError(f"seed must be >= 0, got {seed}")
+        self.n_mels = n_mels
+        self.n_frames = n_frames
+        self.max_label_tokens = max_label_tokens
+        self.augment = augment
+        self.seed = seed
+        self.epoch = 0
+        self.min_duration = min_duration
+        self.max_duration = min(max_duration, n_frames * HOP_LENGTH / SAMPLE_RATE)
+        self.paths = [str(utt.audio) for utt in utterances]
+        # Token ids are worked out here, once, so workers need no tokenizer (nothing to pickle or re-load).
+        prefixes: dict[str | None, list[int]] = {}
+        self.token_ids: list[list[int]] = []
+        for utt in utterances:
+            code = language or utt.language
+            if code not in prefixes:
+                prefixes[code] = self._prefix(tokenizer, code, task)
+            self.token_ids.append(prefixes[code] + tokenizer.encode(" " + utt.text.strip()) + [tokenizer.eot])
+
+    @staticmethod
+    def _prefix(tokenizer: TokenizerBase, language: str | None, task: str) -> list[int]:
+        if not tokenizer.is_multilingual:
+            return [tokenizer.sot, tokenizer.no_timestamps]
+        if language is None:
+            raise DataError("a multilingual tokenizer needs a language: set language or give each row one")
+        task_token = tokenizer.transcribe if task == "transcribe" else tokenizer.translate
+        return [tokenizer.sot, tokenizer.to_language_token(_language_code(language, tokenizer)), task_token,
+                tokenizer.no_timestamps]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Which epoch's augmentation to draw (see the class docstring)."""
+        self.epoch = epoch
+
+    def example_rng(self, index: int) -> np.random.Generator:
+        """The augmentation generator of example `index` in the current epoch."""
+        return np.random.default_rng([self.seed, self.epoch, index])
+
+    def __getitem__(self, index: int) -> Example | Skipped:
+        path = self.paths[index]
+        ids = self.token_ids[index]  # prefix + text + [eot]: tokens are ids[:-1], labels ids[1:]
+        if len(ids) - 1 > self.max_label_tokens:
+            return Skipped(path, f"transcript too long: {len(ids) - 1} tokens > {self.max_label_tokens} (decoder context)")
+        try:
+            audio = load_audio(path)
+        except AudioError as err:
+            return Skipped(path, str(err))
+        seconds = len(audio) / SAMPLE_RATE
+        if seconds > self.max_duration:
+            return Skipped(path, f"too long: {seconds:.2f} s > {self.max_duration:g} s (max_duration, at most the encoder window)")
+        if seconds < self.min_duration:
+            return Skipped(path, f"too short: {seconds:.2f} s < min_duration {self.min_duration:g} s")
+
+        if self.augment is None:
+            mel = log_mel_window(audio, self.n_mels, self.n_frames)
+        else:
+            rng = self.example_rng(index)
+            audio = self.augment(audio, rng)
+            mel = self.augment.spec(log_mel_window(audio, self.n_mels, self.n_frames), len(audio) // HOP_LENGTH, rng)
+        ids_tensor = torch.tensor(ids, dtype=torch.long)
+        return Example(mel, ids_tensor[:-1], ids_tensor[1:], path)
+
+
+class ResumableBatchSampler(Sampler[list[int]]):
+    """Batches of dataset indices whose position survives a restart, shared out over ranks.
+
+    Epoch e's order is `torch.randperm(n)` from a generator seeded with seed + e (0..n-1 without
+    shuffle). It is cut into global batches of batch_size * world_size indices; rank r takes the
+    r-th contiguous slice of batch_size indices of each. So 2 ranks with batch b see exactly the
+    samples of 1 rank with batch 2b, and every rank yields len(self) batches; the last global batch
+    may be short (unless drop_last), leaving a rank a short or even empty batch (collate gives B=0).
+
+    Position: (epoch, batches_done). Iterating starts at batches_done and does not move it; the
+    trainer calls `advance()` after each batch it has trained on (DataLoader workers fetch ahead,
+    so counting handed-out batches would skip the prefetched ones on resume).
+    """
+
+    def __init__(self, n: int, batch_size: int, shuffle: bool = True, seed: int = 0, drop_last: bool = False,
+                 rank: int = 0, world_size: int = 1) -> None:
+        if n < 0 or batch_size < 1 or world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"bad sampler setup: n={n}, batch_size={batch_size}, rank={rank}, world_size={world_size}")
+        super().__init__()
+        self.n = n
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.drop_last = drop_last
+        self.rank = rank
+        self.world_size = world_size
+        self.epoch = 0
+        self.batches_done = 0
+
+    @property
+    def global_batch_size(self) -> int:
+        return self.batch_size * self.world_size
+
+    def __len__(self) -> int:
+        """Batches per epoch (the same on every rank)."""
+        full, rest = divmod(self.n, self.global_batch_size)
+        return full + (1 if rest and not self.drop_last else 0)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Move to `epoch`, at its first batch; the current epoch keeps its position, so a resumed
+        run can call set_epoch for the epoch it resumes in, like a fresh run."""
+        if epoch != self.epoch:
+            self.epoch = epoch
+            self.batches_done = 0
+
+    def advance(self, n_batches: int = 1) -> None:
+        """Record that the trainer has consumed `n_batches` more batches of this epoch."""
+        if self.batches_done + n_batches > len(self):
+            raise ValueError(f"advance past the end of epoch {self.epoch} ({len(self)} batches); call set_epoch first")
+        self.batches_done += n_batches
+
+    def epoch_order(self, epoch: int) -> torch.Tensor:
+        """The order of all n indices in `epoch`, shape (n,) int64."""
+        if not self.shuffle:
+            return torch.arange(self.n)
+        return torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + epoch))
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = self.epoch_order(self.epoch).tolist()
+        for b in range(self.batches_done, len(self)):
+            start = b * self.global_batch_size + self.rank * self.batch_size
+            yield order[start:min(start + self.batch_size, self.n)]
+
+    def state_dict(self) -> dict[str, Any]:
+        """Position plus the settings that must match for the position to mean the same batches."""
+        return {"epoch": self.epoch, "batches_done": self.batches_done, "n": self.n,
+                "global_batch_size": self.global_batch_size, "shuffle": self.shuffle, "seed": self.seed,
+                "drop_last": self.drop_last}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume at the batch after the last one consumed. World size may change as long as the
+        global batch size stays the same."""
+        for key in ("n", "global_batch_size", "shuffle", "seed", "drop_last"):
+            if state[key] != getattr(self, key):
+                raise ValueError(f"sampler state does not fit: saved {key}={state[key]!r}, now {getattr(self, key)!r}")
+        self.epoch = int(state["epoch"])
+        self.batches_done = int(state["batches_done"])

@@ -1,0 +1,33 @@
+"""PNG pictures of what people look at: training curves (loss, learning rate, WER/CER)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: training machines have no display
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def plot_training(history: list[dict], path: str | Path) -> Path:
+    """Loss per step on the left, eval WER/CER per step on the right; returns the PNG path."""
+    train = [h for h in history if "loss" in h]
+    evals = [h for h in history if "eval_wer" in h]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    left.plot([h["step"] for h in train], [h["loss"] for h in train], label="train loss")
+    left.set_xlabel("step")
+    left.set_ylabel("cross-entropy")
+    left.set_yscale("log")
+    left.grid(alpha=0.3)
+    left.legend()
+    right.plot([h["step"] for h in evals], [100 * h["eval_wer"] for h in evals], "o-", label="WER")
+    right.plot([h["step"] for h in evals], [100 * h["eval_cer"] for h in evals], "s--", label="CER")
+    right.set_xlabel("step")
+    right.set_ylabel("%")
+    right.grid(alpha=0.3)
+    right.legend()
+    fig.suptitle("training curves")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
