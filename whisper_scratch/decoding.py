@@ -163,11 +163,18 @@ def decode(model: Whisper, mel: Tensor, options: DecodingOptions = DecodingOptio
     Returns one DecodingResult per audio."""
     if mel.ndim == 2:
         mel = mel[None]
-    model_dtype = model.dtype
     if mel.shape[-2:] == (model.dims.n_audio_ctx, model.dims.n_audio_state):
-        features = mel.to(model_dtype)
+        features = mel.to(model.dtype)
     else:
-        features = model.embed_audio(mel.to(model.device, model_dtype))
+        features = model.embed_audio(mel.to(model.device, model.dtype))
+    return decode_features(model, features, options, tokenizer)
+
+
+@torch.no_grad()
+def decode_features(model: Whisper, features: Tensor, options: DecodingOptions = DecodingOptions(),
+                    tokenizer: WhisperTokenizer | None = None) -> list[DecodingResult]:
+    """Decode encoded audio: features (B, T, D), T = 1500 for 30-second windows or fewer for a
+    trimmed encoder input (see `TranscribeOptions.trim_padding`). One DecodingResult per audio."""
     tokenizer = tokenizer or tokenizer_for(model, options)
 
     languages, lang_probs = [options.language or "en"] * features.shape[0], None

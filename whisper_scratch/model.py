@@ -223,6 +223,9 @@ class TextDecoder(nn.Module):
         super().__init__()
         self.n_head = n_head
         self.token_embedding = nn.Embedding(n_vocab, n_state)
+        # Small init: the embedding is also the output projection, and N(0, 1) rows would start
+        # training from logits of size ~sqrt(n_state) (a loss near 100 instead of log(n_vocab)).
+        nn.init.normal_(self.token_embedding.weight, std=0.02)
         self.positional_embedding = nn.Parameter(torch.empty(n_ctx, n_state))
         nn.init.normal_(self.positional_embedding, std=0.01)
         self.blocks = nn.ModuleList(

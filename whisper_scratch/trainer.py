@@ -12,7 +12,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 import torch.distributed as dist
@@ -26,7 +26,7 @@ from tokenizer.base import CONFIG_FILE
 
 from .augment import Augment, AugmentConfig
 from .checkpoint import load_model, save_model
-from .data import Batch, DataConfig, ResumableBatchSampler, SpeechDataset, collate, load_utterances
+from .data import Batch, DataConfig, DataError, ResumableBatchSampler, SpeechDataset, collate, load_utterances
 from .decoding import DecodingOptions, decode, tokenizer_for
 from .formats import atomic_torch_save, safe_torch_load
 from .lora import add_lora, merge_lora
@@ -133,7 +133,8 @@ def _precision(name: str, device: torch.device) -> torch.dtype:
     return torch.float32
 
 
-def _build(cfg: TrainConfig, texts: list[str], device: torch.device) -> tuple[Whisper, TokenizerBase]:
+def _build(cfg: TrainConfig, texts: list[str], device: torch.device, main: bool,
+           barrier: Callable[[], None]) -> tuple[Whisper, TokenizerBase]:
     """Model and tokenizer: a pretrained checkpoint keeps its vocabulary; a model from scratch
     gets a SentencePiece vocabulary trained on the training transcripts."""
     language, task = cfg.data.language, cfg.data.task
@@ -147,15 +148,17 @@ def _build(cfg: TrainConfig, texts: list[str], device: torch.device) -> tuple[Wh
         return model.to(device), tokenizer
     if not cfg.whisper_size:
         raise ValueError("give --init CHECKPOINT to fine-tune or --whisper-size SIZE to train from scratch")
-    if cfg.tokenizer_dir:
-        tokenizer = load_tokenizer_dir(cfg.tokenizer_dir, language=language, task=task)
+    spm_dir = cfg.output_dir / "tokenizer"
+    if cfg.tokenizer_dir or (cfg.resume and (spm_dir / CONFIG_FILE).is_file()):
+        tokenizer = load_tokenizer_dir(cfg.tokenizer_dir or spm_dir, language=language, task=task)
     else:
-        spm_dir = cfg.output_dir / "tokenizer"
-        spm_dir.mkdir(parents=True, exist_ok=True)
-        model_file = train_sentencepiece(texts, spm_dir / "spm", cfg.vocab_size)
-        languages = (language,) if language else ()
-        tokenizer = SentencePieceWhisperTokenizer(model_file, languages, language=language, task=task)
-        tokenizer.save(spm_dir)
+        if main:  # one rank trains the vocabulary; the others read it once it is written
+            spm_dir.mkdir(parents=True, exist_ok=True)
+            model_file = train_sentencepiece(texts, spm_dir / "spm", cfg.vocab_size)
+            SentencePieceWhisperTokenizer(model_file, (language,) if language else (), language=language,
+                                          task=task).save(spm_dir)
+        barrier()
+        tokenizer = load_tokenizer_dir(spm_dir, language=language, task=task)
     base = SIZES[cfg.whisper_size]
     dims = replace(base, n_vocab=tokenizer.n_vocab,
                    n_audio_ctx=cfg.audio_ctx or base.n_audio_ctx, n_text_ctx=cfg.text_ctx or base.n_text_ctx,
@@ -188,7 +191,7 @@ def _optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig, device: torch
         try:
             import bitsandbytes
         except ImportError:
-            raise SystemExit("--optimizer adamw8bit needs bitsandbytes (CUDA): pip install bitsandbytes") from None
+            raise ValueError("--optimizer adamw8bit needs bitsandbytes (CUDA): pip install bitsandbytes") from None
         return bitsandbytes.optim.AdamW8bit(groups, lr=cfg.learning_rate)
     return torch.optim.AdamW(groups, lr=cfg.learning_rate, fused=device.type == "cuda")
 
@@ -226,7 +229,8 @@ class Trainer:
         self._say(f"train: {len(train_utts)} utterances {dict(counts)}; eval: {len(eval_utts)}")
         if self.dist.main:
             self.out.mkdir(parents=True, exist_ok=True)
-        self.model, self.tokenizer = _build(cfg, [u.text for u in train_utts], self.device)
+        self.model, self.tokenizer = _build(cfg, [u.text for u in train_utts], self.device, self.dist.main,
+                                           self.dist.barrier)
         self.params = _configure_trainable(self.model, cfg)
         self.model.to(self.device)
         self.model.set_gradient_checkpointing(cfg.grad_checkpointing)
@@ -302,7 +306,7 @@ class Trainer:
 
     def _load_state(self, path: Path) -> None:
         if not path.is_file():
-            raise SystemExit(f"--resume: {path} not found (nothing to resume in {self.out}; drop --resume to start)")
+            raise FileNotFoundError(f"--resume: {path} not found (nothing to resume in {self.out}; drop --resume to start)")
         s = safe_torch_load(path)
         self.model.load_state_dict(s["model"])
         self.optimizer.load_state_dict(s["optimizer"])
@@ -334,7 +338,7 @@ class Trainer:
             hyps += [r.text for r in results]
         self.model.train()
         if not refs:
-            raise SystemExit("evaluation: no eval clip could be read (see the skipped lines above)")
+            raise DataError("evaluation: no eval clip could be read (see the skipped lines above)")
         rates = error_rates(refs, hyps, self.cfg.data.language)
         return {**rates, "examples": list(zip(refs[:3], hyps[:3]))}
 
@@ -466,7 +470,7 @@ class Trainer:
                     break
             else:
                 if self.dist.sum(float(seen)) == 0:
-                    raise SystemExit(f"epoch {self.state.epoch}: no training clip could be read "
+                    raise DataError(f"epoch {self.state.epoch}: no training clip could be read "
                                      f"(skipped: {self.state.skipped_clips}); check the data folder")
                 self.state.epoch += 1
         bar.close()
