@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from whisper_scratch.audio import load_audio, log_mel_spectrogram, pad_or_trim
+from whisper_scratch.audio import load_audio, log_mel_spectrogram, log_mel_window, pad_or_trim
 from whisper_scratch.checkpoint import export_openai, load_model
 from whisper_scratch.decoding import DecodingOptions, decode
 from whisper_scratch.transcriber import TranscribeOptions, transcribe_files
@@ -128,3 +128,35 @@ def test_silence_gives_empty_text(tiny_en, base, tmp_path):
     for model in (tiny_en, base):
         results, _ = transcribe_files(model, [path], TranscribeOptions(progress=False))
         assert results[0]["text"] == ""
+
+
+def test_dual_attention_at_init_is_the_pretrained_model(shared_data, tiny_en_dir, tmp_path):
+    """Real tiny.en with a fresh noise branch: same logits and transcripts bit for bit (fp32);
+    saved and loaded it is unchanged; its OpenAI export loads into openai-whisper and agrees."""
+    import whisper
+
+    from whisper_scratch.checkpoint import save_model
+
+    plain = load_model(tiny_en_dir)
+    dual = load_model(tiny_en_dir, dual_attention=True)
+    assert dual.noise_parameters()
+    mel = log_mel_window(load_audio(shared_data / "samples/jfk.flac"))[None]
+    tokens = torch.tensor([[50257, 50362, 400, 370, 452, 7177, 6280]])
+    with torch.no_grad():
+        expected = plain(mel, tokens)
+        assert torch.equal(dual(mel, tokens), expected)
+        options = DecodingOptions(language="en", without_timestamps=True)
+        assert decode(dual, mel, options)[0].tokens == decode(plain, mel, options)[0].tokens
+
+    save_model(dual, tmp_path / "dual")
+    again = load_model(tmp_path / "dual")
+    assert again.dual_attention
+    with torch.no_grad():
+        assert torch.equal(again(mel, tokens), expected)
+
+    export_openai(again, tmp_path / "export.pt")
+    ckpt = torch.load(tmp_path / "export.pt", weights_only=True)
+    reference = whisper.model.Whisper(whisper.model.ModelDimensions(**ckpt["dims"]))
+    reference.load_state_dict(ckpt["model_state_dict"])
+    with torch.no_grad():
+        assert (reference.eval()(mel, tokens) - expected).abs().max().item() < 1e-3
