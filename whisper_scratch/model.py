@@ -264,14 +264,14 @@ class Whisper(nn.Module):
         # Cross-attention heads that follow the audio (word timestamps); checkpoints may override.
         heads = torch.zeros(dims.n_text_layer, dims.n_text_head, dtype=torch.bool)
         heads[dims.n_text_layer // 2:] = True
-        self.register_buffer("alignment_heads", heads.to_sparse(), persistent=False)
+        self.register_buffer("alignment_heads", heads, persistent=False)
 
     def set_alignment_heads(self, pairs: list[tuple[int, int]]) -> None:
         """Set the (layer, head) pairs used for word-level alignment."""
         heads = torch.zeros(self.dims.n_text_layer, self.dims.n_text_head, dtype=torch.bool)
         for layer, head in pairs:
             heads[layer, head] = True
-        self.register_buffer("alignment_heads", heads.to_sparse(), persistent=False)
+        self.register_buffer("alignment_heads", heads, persistent=False)
 
     def embed_audio(self, mel: Tensor) -> Tensor:
         """mel (B, n_mels, 3000) -> audio features (B, 1500, D)."""

@@ -445,8 +445,9 @@ class Trainer:
             self.train_set.set_epoch(self.state.epoch)
             loader = DataLoader(self.train_set, batch_sampler=self.sampler, collate_fn=collate,
                                 num_workers=cfg.num_workers, pin_memory=self.device.type == "cuda")
-            seen = 0
+            drawn = seen = 0
             for group in self._micro_batches(loader):
+                drawn += len(group)
                 seen += sum(b.mel.shape[0] for b in group)
                 metrics = self._step(group)
                 self.sampler.advance(len(group))
@@ -469,7 +470,7 @@ class Trainer:
                 if self.state.step >= self.total_steps:
                     break
             else:
-                if self.dist.sum(float(seen)) == 0:
+                if self.dist.sum(float(drawn)) > 0 and self.dist.sum(float(seen)) == 0:
                     raise DataError(f"epoch {self.state.epoch}: no training clip could be read "
                                      f"(skipped: {self.state.skipped_clips}); check the data folder")
                 self.state.epoch += 1
