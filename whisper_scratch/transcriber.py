@@ -2,6 +2,7 @@
 timestamp-driven 30-second windows for recordings longer than one window."""
 from __future__ import annotations
 
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -14,7 +15,7 @@ from tqdm import tqdm
 
 from tokenizer import WhisperTokenizer
 
-from .audio import (HOP_LENGTH, N_FRAMES, N_SAMPLES, SAMPLE_RATE, AudioError, is_silent, load_audio,
+from .audio import (HOP_LENGTH, SAMPLE_RATE, AudioError, is_silent, load_audio,
                     log_mel_spectrogram, log_mel_window, pad_or_trim)
 from .decoding import TIME_PRECISION, DecodingOptions, DecodingResult, decode, tokenizer_for
 from .model import Whisper
@@ -99,17 +100,18 @@ def transcribe_long(model: Whisper, audio: np.ndarray, opts: TranscribeOptions,
                     tokenizer: WhisperTokenizer | None = None) -> dict:
     """Transcribe a recording of any length with 30 s windows: each window's last complete
     timestamp says where the next one starts, and its text prompts the next window."""
-    mel = log_mel_spectrogram(audio, model.dims.n_mels, padding=N_SAMPLES)
-    n_frames = mel.shape[-1] - N_FRAMES
+    size = window_frames_of(model)
+    mel = log_mel_spectrogram(audio, model.dims.n_mels, padding=size * HOP_LENGTH)
+    n_frames = mel.shape[-1] - size
     decoding = replace(opts.decoding, without_timestamps=False)
     seek, segments, previous, language = 0, [], [], opts.decoding.language
     while seek < n_frames:
-        window_frames = min(N_FRAMES, n_frames - seek)
+        window_frames = min(size, n_frames - seek)
         if is_silent(audio[seek * HOP_LENGTH:(seek + window_frames) * HOP_LENGTH]):
             seek += window_frames
             continue
         # As in the reference pipelines: frames past the recording's end are zeros.
-        window = pad_or_trim(mel[:, seek:seek + window_frames], N_FRAMES)[None]
+        window = pad_or_trim(mel[:, seek:seek + window_frames], size)[None]
         prompt = previous[-(model.dims.n_text_ctx // 2 - 1):] if opts.condition_on_previous_text else None
         r = decode_with_fallback(model, window, opts, tokenizer,
                                  replace(decoding, prompt=prompt or None, language=language))[0]
@@ -144,23 +146,36 @@ def _tokenizer(model: Whisper, language: str | None, task: str) -> WhisperTokeni
     return tokenizer_for(model, DecodingOptions(language=language, task=task))
 
 
-def _load(path: Path, n_mels: int) -> tuple[np.ndarray, Tensor | None]:
-    """Audio and, for a clip of at most 30 s, its encoder window (None for longer recordings)."""
+def window_frames_of(model: Whisper) -> int:
+    """Mel frames in one encoder window: 3000 (30 s) for published models, fewer for small
+    models trained from scratch on short clips."""
+    return 2 * model.dims.n_audio_ctx
+
+
+def _load(path: Path, n_mels: int, n_frames: int) -> tuple[np.ndarray, Tensor | None]:
+    """Audio and, for a clip that fits one window, its encoder input (None for longer recordings)."""
     audio = load_audio(path)
-    return audio, log_mel_window(audio, n_mels) if len(audio) <= N_SAMPLES else None
+    return audio, log_mel_window(audio, n_mels, n_frames) if len(audio) <= n_frames * HOP_LENGTH else None
 
 
-def _prefetch(paths: list[Path], n_mels: int) -> Iterator[tuple[Path, tuple | AudioError]]:
-    """Decode audio in a background thread while the model works (soundfile releases the GIL)."""
+def _prefetch(paths: list[Path], n_mels: int, n_frames: int, ahead: int) -> Iterator[tuple[Path, tuple | AudioError]]:
+    """Decode audio in a background thread while the model works (soundfile releases the GIL),
+    keeping at most `ahead` files in memory."""
     def job(p: Path):
         try:
-            return _load(p, n_mels)
+            return _load(p, n_mels, n_frames)
         except AudioError as e:
             return e
     with ThreadPoolExecutor(max_workers=1) as pool:
-        futures = [pool.submit(job, p) for p in paths]
-        for p, f in zip(paths, futures):
-            yield p, f.result()
+        pending = deque()
+        for p in paths:
+            pending.append((p, pool.submit(job, p)))
+            if len(pending) > ahead:
+                q, f = pending.popleft()
+                yield q, f.result()
+        while pending:
+            q, f = pending.popleft()
+            yield q, f.result()
 
 
 def transcribe_files(model: Whisper, paths: list[Path], opts: TranscribeOptions,
@@ -187,7 +202,7 @@ def transcribe_files(model: Whisper, paths: list[Path], opts: TranscribeOptions,
         batch.clear()
 
     with tqdm(total=len(paths), desc="transcribing", unit="file", disable=not opts.progress) as bar:
-        for path, loaded in _prefetch(paths, model.dims.n_mels):
+        for path, loaded in _prefetch(paths, model.dims.n_mels, window_frames_of(model), 2 * opts.batch_size):
             if isinstance(loaded, AudioError):
                 failed.append((path, str(loaded)))
             elif is_silent(loaded[0]):
