@@ -46,7 +46,7 @@ def faster_whisper_texts(model_dir, paths, beam_size: int, language: str = "en")
 
 def our_texts(model, paths, beam_size: int | None, language: str = "en") -> list[str]:
     opts = TranscribeOptions(decoding=DecodingOptions(language=language, beam_size=beam_size, without_timestamps=True),
-                             temperatures=(0.0,), batch_size=8, progress=False)
+                             temperatures=(0.0,), batch_size=8, progress=False, condition_on_previous_text=False)
     results, failed = transcribe_files(model, paths, opts)
     assert not failed
     return [r["text"] for r in results]
