@@ -220,6 +220,7 @@ class Trainer:
         self.out = Path(cfg.output_dir)
         self.state = LoopState()
         self.stop_signal: int | None = None
+        self.reported: set[str] = set()  # skipped clips already named
         torch.manual_seed(cfg.seed)
 
         train_utts, counts = load_utterances(cfg.data, "train")
@@ -361,8 +362,14 @@ class Trainer:
             yield group
 
     def _count_skipped(self, batch: Batch) -> None:
+        """Name each skipped clip once per run and count them by kind."""
         for s in batch.skipped:
-            self.state.skipped_clips[s.reason.split(":")[0]] = self.state.skipped_clips.get(s.reason.split(":")[0], 0) + 1
+            if s.path in self.reported:
+                continue
+            self.reported.add(s.path)
+            kind = next((k for k in ("transcript too long", "too long", "too short") if s.reason.startswith(k)),
+                        "unreadable audio")
+            self.state.skipped_clips[kind] = self.state.skipped_clips.get(kind, 0) + 1
             tqdm.write(f"skipped {s.path}: {s.reason}")
 
     def _loss(self, batch: Batch, token_total: float) -> tuple[torch.Tensor, float]:
