@@ -98,12 +98,13 @@ def segments_from_tokens(tokens: list[int], tokenizer: WhisperTokenizer, offset:
 
 def transcribe_long(model: Whisper, audio: np.ndarray, opts: TranscribeOptions,
                     tokenizer: WhisperTokenizer | None = None) -> dict:
-    """Transcribe a recording of any length with 30 s windows: each window's last complete
-    timestamp says where the next one starts, and its text prompts the next window."""
+    """Transcribe a recording of any length window by window. With timestamps, each window's last
+    complete timestamp says where the next one starts; without, windows follow end to end. With
+    `condition_on_previous_text`, each window's text prompts the next."""
     size = window_frames_of(model)
     mel = log_mel_spectrogram(audio, model.dims.n_mels, padding=size * HOP_LENGTH)
     n_frames = mel.shape[-1] - size
-    decoding = replace(opts.decoding, without_timestamps=False)
+    decoding = opts.decoding
     seek, segments, previous, language = 0, [], [], opts.decoding.language
     while seek < n_frames:
         window_frames = min(size, n_frames - seek)
