@@ -104,6 +104,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--timestamps", action="store_true", help="decode segment timestamps (implied by srt/vtt/tsv)")
     p.add_argument("--initial_prompt", "--initial-prompt", default=None, help="text to condition the first window on")
     p.add_argument("--no_fallback", "--no-fallback", action="store_true", help="greedy only, no temperature fallback")
+    p.add_argument("--trim_padding", "--trim-padding", action="store_true",
+                   help="faster on clips under 30 s: encode only the clip's frames (rounded up to 2 s) and take "
+                        "the rest of the window from a precomputed padding window; may differ token by token "
+                        "from the full window (see docs/benchmarks.md)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     return p.parse_args(argv)
 
@@ -136,14 +140,14 @@ def _run(args: argparse.Namespace) -> int:
             return UNREADABLE
     model = _load_model(args)
     tokenizer = _load_tokenizer(args.model_path)
-    language = _check_language(args, model, tokenizer)
+    language = _check_language(args, model, tokenizer) or _listed_language(rows, tokenizer or tokenizer_for(model))
     timestamps = args.timestamps or _suffix(args.output_file) in (".srt", ".vtt", ".tsv")
     opts = TranscribeOptions(
         decoding=DecodingOptions(task=args.task, language=language, beam_size=args.beam_size,
                                  without_timestamps=not timestamps, prompt=args.initial_prompt),
         batch_size=args.batch_size if args.mode != "single" else 1,
         temperatures=(0.0,) if args.no_fallback else TranscribeOptions.temperatures,
-        progress=args.mode != "single")
+        progress=args.mode != "single", trim_padding=args.trim_padding)
     results, failed = transcribe_files(model, inputs, opts, tokenizer)
 
     if args.mode == "single":
@@ -350,6 +354,21 @@ def _evaluate(args: argparse.Namespace, results: list[dict], rows: list[Utteranc
               "scored as empty hypotheses", file=sys.stderr)
         return UNREADABLE
     return OK
+
+
+def _listed_language(rows: list[Utterance], tk) -> str | None:
+    """The one language every row of the listing names, when the model knows it: decoding in the
+    known language beats detecting it per clip, which is unreliable on one-word clips."""
+    listed = {r.language for r in rows}
+    if len(listed) != 1 or None in listed or not tk.is_multilingual:
+        return None
+    try:
+        code = normalize_language(listed.pop(), tk.all_language_codes)
+    except ValueError:
+        return None
+    print(f"decoding in '{code}', the language the listing gives for every row (--language overrides)",
+          file=sys.stderr)
+    return code
 
 
 def _common_language(rows: list[Utterance], results: list[dict]) -> str | None:

@@ -12,6 +12,7 @@ import torch
 from whisper_scratch.audio import load_audio, log_mel_spectrogram, log_mel_window, pad_or_trim
 from whisper_scratch.checkpoint import export_openai, load_model
 from whisper_scratch.decoding import DecodingOptions, decode
+from whisper_scratch.metrics import error_rates
 from whisper_scratch.transcriber import TranscribeOptions, transcribe_files
 
 pytestmark = pytest.mark.shared
@@ -44,9 +45,10 @@ def faster_whisper_texts(model_dir, paths, beam_size: int, language: str = "en")
     return texts
 
 
-def our_texts(model, paths, beam_size: int | None, language: str = "en") -> list[str]:
+def our_texts(model, paths, beam_size: int | None, language: str = "en", trim_padding: bool = False) -> list[str]:
     opts = TranscribeOptions(decoding=DecodingOptions(language=language, beam_size=beam_size, without_timestamps=True),
-                             temperatures=(0.0,), batch_size=8, progress=False, condition_on_previous_text=False)
+                             temperatures=(0.0,), batch_size=8, progress=False, condition_on_previous_text=False,
+                             trim_padding=trim_padding)
     results, failed = transcribe_files(model, paths, opts)
     assert not failed
     return [r["text"] for r in results]
@@ -58,6 +60,21 @@ def test_tiny_en_greedy_matches_faster_whisper(shared_data, tiny_en, tiny_en_dir
     theirs = faster_whisper_texts(tiny_en_dir, paths, beam_size=1)
     assert "ask not what your country can do for you" in ours[0]
     assert [(p.name, a) for p, a in zip(paths, ours)] == [(p.name, b) for p, b in zip(paths, theirs)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_trim_padding_keeps_the_wer(shared_data, tiny_en_dir, dtype):
+    """The opt-in fast mode is not bound to parity, but its WER must stay that of the full window."""
+    rows = [json.loads(line) for line in (shared_data / "asterisk-en/manifest.jsonl").read_text().splitlines()][:60]
+    paths = [shared_data / "asterisk-en" / r["audio"] for r in rows]
+    references = [r["text"] for r in rows]
+    full = our_texts(load_model(tiny_en_dir), paths, None)
+    fast = our_texts(load_model(tiny_en_dir, dtype=dtype), paths, None, trim_padding=True)
+    full_wer, fast_wer = (error_rates(references, texts, "en")["wer"] for texts in (full, fast))
+    print(f"tiny.en, 60 clips: WER {full_wer:.4f} full windows, {fast_wer:.4f} trimmed ({dtype})")
+    assert fast_wer <= full_wer + 0.01
+    jfk = our_texts(load_model(tiny_en_dir, dtype=dtype), [shared_data / "samples/jfk.flac"], None, trim_padding=True)
+    assert "ask not what your country can do for you" in jfk[0]
 
 
 def test_base_greedy_matches_faster_whisper(shared_data, base, base_dir):

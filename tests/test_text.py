@@ -63,6 +63,9 @@ def test_english_numbers(text, expected):
     ("Call-forward on no answer", "call forward on no answer"),
     ("Um, the 21st of May.", "the twenty first of may"),
     ("Colours and neighbours", "colors and neighbors"),
+    ("Press * to pause, # to exit.", "press star to pause pound to exit"),
+    ("Call at 5 P.M. or 9 a.m.", "call at five pm or nine am"),
+    ("R & D", "r and d"),
 ])
 def test_english_pairs_agree(whisper, human):
     assert english(whisper) == english(human)
@@ -105,10 +108,21 @@ def test_wer_cer_hand_computed():
     assert wer(["a b c d", "e f"], ["a x c", "e f g"]) == pytest.approx(3 / 6)
     # "abc" vs "abd": 1 substitution of 3; "de" vs "de": 0 -> 1 / 5 characters.
     assert cer(["abc", "de"], ["abd", "de"]) == pytest.approx(1 / 5)
-    assert cer(["ab c"], ["abc"]) == pytest.approx(1 / 4)  # the space is a character
+    assert cer(["ab c"], ["ab"]) == pytest.approx(2 / 4)  # the space is a character
     assert wer(["Hello, World"], ["hello world"]) == 1.0  # no normaliser: compared as given
     assert wer(["Hello, World"], ["hello world"], normalizer=basic) == 0.0
     assert error_rates(["Press one to continue."], ["Press 1 to continue"], "en") == {"wer": 0.0, "cer": 0.0}
+
+
+def test_compounds_score_as_one_word():
+    # Open, hyphenated and closed compounds and spelled-out acronyms are the same speech.
+    assert wer(["Use the mail box.", "Press 3 to re-record.", "M I S D N"],
+               ["use the mailbox", "press three to rerecord", "MISDN."], english) == 0.0
+    assert cer(["touch tone keypad"], ["touchtone keypad"], english) == 0.0
+    # Only letters join: "500" read as "5 0 0" is one substitution and two insertions.
+    assert wer(["dial 500"], ["dial 5-0-0"], english) == pytest.approx(3 / 2)
+    # A join needs the other side to have the whole word: "mail" alone stays an error.
+    assert wer(["the mail box"], ["the mail"], english) == pytest.approx(1 / 3)
 
 
 def test_empty_reference_counts_insertions():

@@ -7,12 +7,20 @@ as fractions (0.034), not percent.
 An utterance whose reference is empty (after normalisation, e.g. "[noise]") is kept out of
 jiwer, which older versions reject; each word (or character) of its hypothesis counts as one
 insertion and it adds nothing to the reference total.
+
+Compounds are scored as one word however they are written: when consecutive words on one side
+("mail box", "re record" from "re-record", "m i s d n") spell a word of the other side ("mailbox",
+"rerecord", "misdn"), they are joined before scoring. English writes compounds open, hyphenated
+or closed without a rule, and the speech is the same. Only letters join: "5 0 0" against "500"
+stays three errors (and "one two" is not "twelve").
 """
 from __future__ import annotations
 
 from typing import Callable
 
 import jiwer
+
+MAX_COMPOUND_PARTS = 6  # longest run of words joined into one (a spelled-out acronym)
 
 from .normalizers import get_normalizer
 
@@ -23,7 +31,7 @@ def _error_rate(references: list[str], hypotheses: list[str], normalizer: Callab
         raise ValueError(f"{len(references)} references but {len(hypotheses)} hypotheses")
     normalize = normalizer or (lambda text: text)
     # Whitespace is collapsed either way, so that CER does not count doubled spaces.
-    pairs = [(" ".join(normalize(r).split()), " ".join(normalize(h).split())) for r, h in zip(references, hypotheses)]
+    pairs = [join_compounds(normalize(r).split(), normalize(h).split()) for r, h in zip(references, hypotheses)]
 
     def units(text: str) -> int:
         return len(text) if characters else len(text.split())
@@ -40,6 +48,28 @@ def _error_rate(references: list[str], hypotheses: list[str], normalizer: Callab
             raise ValueError("every reference is empty, so the error rate is undefined")
         return 0.0
     return errors / total
+
+
+def _join_against(words: list[str], other: set[str]) -> list[str]:
+    out, i = [], 0
+    while i < len(words):
+        for n in range(min(MAX_COMPOUND_PARTS, len(words) - i), 1, -1):
+            joined = "".join(words[i:i + n])
+            if joined in other and joined.isalpha():
+                out.append(joined)
+                i += n
+                break
+        else:
+            out.append(words[i])
+            i += 1
+    return out
+
+
+def join_compounds(reference: list[str], hypothesis: list[str]) -> tuple[str, str]:
+    """Both word lists as text, with runs of words that spell one word of the other side joined
+    (see the module docstring): (["mail", "box"], ["mailbox"]) -> ("mailbox", "mailbox")."""
+    ref = _join_against(reference, set(hypothesis))
+    return " ".join(ref), " ".join(_join_against(hypothesis, set(ref)))
 
 
 def wer(references: list[str], hypotheses: list[str], normalizer: Callable[[str], str] | None = None) -> float:

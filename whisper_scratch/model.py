@@ -68,7 +68,9 @@ class LayerNorm(nn.LayerNorm):
     """Normalises in float32 whatever the model dtype: fp16 statistics overflow on loud frames."""
 
     def forward(self, x: Tensor) -> Tensor:
-        return super().forward(x.float()).type(x.dtype)
+        # Weights in float32 too: CPU kernels reject a float32 input with bf16/fp16 weights.
+        return F.layer_norm(x.float(), self.normalized_shape, self.weight.float(), self.bias.float(),
+                            self.eps).type(x.dtype)
 
 
 class KVCache:
@@ -165,7 +167,9 @@ class ResidualAttentionBlock(nn.Module):
             return attn.project_kv(xa)
         store = getattr(cache, slot)
         if store[layer] is None:
-            store[layer] = attn.project_kv(xa)
+            # Stored contiguous (B, H, T, Dh): every decoding step reads all of them, and the
+            # attention kernel reads contiguous heads faster than the projection's strided view.
+            store[layer] = tuple(t.contiguous() for t in attn.project_kv(xa))
         return store[layer]
 
     def _self(self, x: Tensor, cache: KVCache | None, layer: int) -> Tensor:

@@ -97,6 +97,10 @@ _WORDS = {  # titles, spoken variants and British spellings -> one American form
     "pyjamas": "pajamas", "sceptical": "skeptical", "enquiry": "inquiry", "fulfil": "fulfill",
     "manoeuvre": "maneuver", "plough": "plow", "storey": "story",
 }
+# A symbol standing alone as a word is a word said; "*" and "#" as on a telephone keypad (US English).
+_SPOKEN_SYMBOLS = {"&": "and", "+": "plus", "=": "equals", "@": "at", "*": "star", "#": "pound"}
+_LONE_SYMBOL = re.compile(r"(?<!\S)([&+=@*#])(?!\S)")
+_DOTTED_ACRONYM = re.compile(r"\b(?:[a-z]\.){2,}")  # "a.m.", "u.s.a." -> "am", "usa"
 _CONTRACTIONS = [  # order matters: the irregular forms before the generic n't
     (r"\bwon't\b", "will not"), (r"\bcan't\b", "cannot"),
     (r"\bshan't\b", "shall not"), (r"\blet's\b", "let us"), (r"n't\b", " not"), (r"'re\b", " are"),
@@ -233,13 +237,16 @@ def _lone_one(words: list[str]) -> list[str]:
 
 class EnglishTextNormalizer(BasicTextNormalizer):
     """Basic normalisation plus English standardisation: contractions expanded, spoken numbers as
-    digits, money and percentages as symbols, British spellings as American, fillers dropped."""
+    digits, money and percentages as symbols, British spellings as American, fillers dropped,
+    dotted acronyms closed up ("a.m." = "am") and lone symbols spoken ("press *" = "press star")."""
 
     def __init__(self):
         super().__init__(language="en", keep_symbols=_CURRENCY_SYMBOLS + "%")
 
     def __call__(self, text: str) -> str:
         text = self.prepare(text)
+        text = _LONE_SYMBOL.sub(lambda m: _SPOKEN_SYMBOLS[m.group(1)], text)
+        text = _DOTTED_ACRONYM.sub(lambda m: m.group(0).replace(".", "") + " ", text)
         for pattern, replacement in _CONTRACTIONS:
             text = re.sub(pattern, replacement, text)
         text = re.sub(r"(?<=\d),(?=\d{3}\b)", "", text)  # thousands separators: 1,000 -> 1000

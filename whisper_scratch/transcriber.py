@@ -2,6 +2,7 @@
 timestamp-driven 30-second windows for recordings longer than one window."""
 from __future__ import annotations
 
+import math
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -17,10 +18,13 @@ from tokenizer import WhisperTokenizer
 
 from .audio import (HOP_LENGTH, SAMPLE_RATE, AudioError, is_silent, load_audio,
                     log_mel_spectrogram, log_mel_window, pad_or_trim)
-from .decoding import TIME_PRECISION, DecodingOptions, DecodingResult, decode, tokenizer_for
+from .decoding import TIME_PRECISION, DecodingOptions, DecodingResult, decode_features, tokenizer_for
 from .model import Whisper
 
 FRAMES_PER_TOKEN = 2  # mel frames per timestamp step (conv2 has stride 2)
+# trim_padding rounds a clip's frames up to a multiple of this (2 s): few distinct lengths, so
+# clips of one length fill whole batches, at a small cost in padding frames still encoded.
+TRIM_STEP = 200
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,10 @@ class TranscribeOptions:
     no_speech_threshold: float | None = 0.6
     condition_on_previous_text: bool = True
     progress: bool = True
+    # Opt-in speed-up for clips shorter than a window: encode only the clip's own frames (rounded
+    # up to TRIM_STEP) and take the rest of the window from `padding_features`. Transcripts may
+    # differ slightly from the full window's; batches then hold clips of one rounded length only.
+    trim_padding: bool = False
 
 
 def _needs_fallback(r: DecodingResult, opts: TranscribeOptions) -> bool:
@@ -44,6 +52,15 @@ def _needs_fallback(r: DecodingResult, opts: TranscribeOptions) -> bool:
     return too_repetitive or too_unlikely
 
 
+def _best_attempt(attempts: list[DecodingResult], opts: TranscribeOptions) -> DecodingResult:
+    """When every temperature failed, faster-whisper's choice: the most likely attempt among those
+    that do not loop. openai-whisper keeps the last, hottest sample, which on a one-word clip is
+    often a sentence of invented words."""
+    limit = opts.compression_ratio_threshold
+    not_looping = [r for r in attempts if limit is None or r.compression_ratio <= limit]
+    return max(not_looping or attempts, key=lambda r: r.avg_logprob)
+
+
 def _is_silence(r: DecodingResult, opts: TranscribeOptions) -> bool:
     """Whisper's no-speech rule: the <|nospeech|> probability is high and the text is unlikely."""
     if opts.no_speech_threshold is None or r.no_speech_prob <= opts.no_speech_threshold:
@@ -51,22 +68,52 @@ def _is_silence(r: DecodingResult, opts: TranscribeOptions) -> bool:
     return opts.logprob_threshold is None or r.avg_logprob < opts.logprob_threshold
 
 
+@torch.no_grad()
+def padding_features(model: Whisper) -> Tensor:
+    """Encoder output (1, n_audio_ctx, D) for a window of padding only (all-zero mel frames).
+
+    With `trim_padding` these stand in for a clip's padding frames: Whisper's decoder needs the
+    whole window (given only a clip's own frames it repeats itself until the token limit), and a
+    padding frame's features depend mostly on its position, little on the speech before it."""
+    mel = torch.zeros(1, model.dims.n_mels, window_frames_of(model), device=model.device, dtype=model.dtype)
+    return model.embed_audio(mel)
+
+
+def embed_audio(model: Whisper, mel: Tensor, padding: Tensor | None = None) -> Tensor:
+    """Features (B, n_audio_ctx, D) of mel (B, n_mels, n): a full window (n = 3000), or the first
+    n frames of one, completed with the frames of `padding` (from `padding_features`) after them."""
+    features = model.embed_audio(mel.to(model.device, model.dtype))
+    if features.shape[1] < model.dims.n_audio_ctx:
+        rest = padding[:, features.shape[1]:].expand(features.shape[0], -1, -1)
+        features = torch.cat([features, rest], dim=1)
+    return features
+
+
+@torch.no_grad()
 def decode_with_fallback(model: Whisper, mel: Tensor, opts: TranscribeOptions,
                          tokenizer: WhisperTokenizer | None = None,
-                         decoding: DecodingOptions | None = None) -> list[DecodingResult]:
-    """Decode mel (B, n_mels, 3000); rows that fail the quality checks are decoded again, alone in
-    a smaller batch, at the next temperature. Silent rows come back with empty text."""
+                         decoding: DecodingOptions | None = None,
+                         padding: Tensor | None = None) -> list[DecodingResult]:
+    """Decode mel (B, n_mels, 3000), or trimmed windows (B, n_mels, n) with `padding` (see
+    `embed_audio`); rows that fail the quality checks are decoded again, alone in a smaller batch,
+    at the next temperature. Silent rows come back with empty text."""
     decoding = decoding or opts.decoding
-    features = model.embed_audio(mel.to(model.device, model.dtype))
-    results = decode(model, features, replace(decoding, temperature=opts.temperatures[0]), tokenizer)
+    features = embed_audio(model, mel, padding)
+    results = decode_features(model, features, replace(decoding, temperature=opts.temperatures[0]), tokenizer)
+    attempts = [[r] for r in results]
     for temperature in opts.temperatures[1:]:
         retry = [i for i, r in enumerate(results) if _needs_fallback(r, opts)]
         if not retry:
             break
         # Sampling at T > 0 explores; beam search is only used at T = 0, as in the reference.
-        again = decode(model, features[retry], replace(decoding, temperature=temperature, beam_size=None), tokenizer)
+        again = decode_features(model, features[retry], replace(decoding, temperature=temperature, beam_size=None),
+                                tokenizer)
         for i, r in zip(retry, again):
             results[i] = r
+            attempts[i].append(r)
+    for i, r in enumerate(results):
+        if _needs_fallback(r, opts):
+            results[i] = _best_attempt(attempts[i], opts)
     for r in results:
         if _is_silence(r, opts):
             r.text, r.tokens = "", []
@@ -153,6 +200,13 @@ def window_frames_of(model: Whisper) -> int:
     return 2 * model.dims.n_audio_ctx
 
 
+def _trimmed_frames(n_samples: int, size: int) -> int:
+    """Mel frames that `trim_padding` encodes for a clip of n_samples: its frames rounded up to
+    TRIM_STEP, at most the window's `size`."""
+    steps = max(1, math.ceil(n_samples // HOP_LENGTH / TRIM_STEP))
+    return min(size, steps * TRIM_STEP)
+
+
 def _load(path: Path, n_mels: int, n_frames: int) -> tuple[np.ndarray, Tensor | None]:
     """Audio and, for a clip that fits one window, its encoder input (None for longer recordings)."""
     audio = load_audio(path)
@@ -186,12 +240,16 @@ def transcribe_files(model: Whisper, paths: list[Path], opts: TranscribeOptions,
     Returns (results in input order, [(path, error line)] for files that could not be read)."""
     results: dict[Path, dict] = {}
     failed: list[tuple[Path, str]] = []
-    batch: list[tuple[Path, np.ndarray, Tensor]] = []
+    size = window_frames_of(model)
+    # Clips wait in one batch per encoded length (always the full window without trim_padding), so
+    # a clip's transcript never depends on the lengths of the others.
+    batches: dict[int, list[tuple[Path, np.ndarray, Tensor]]] = {}
     want_segments = not opts.decoding.without_timestamps
+    padding = padding_features(model) if opts.trim_padding else None
 
-    def flush():
+    def flush(batch: list[tuple[Path, np.ndarray, Tensor]]):
         mels = torch.stack([m for _, _, m in batch])
-        for (p, audio, _), r in zip(batch, decode_with_fallback(model, mels, opts, tokenizer)):
+        for (p, audio, _), r in zip(batch, decode_with_fallback(model, mels, opts, tokenizer, padding=padding)):
             duration = round(len(audio) / SAMPLE_RATE, 3)
             tk = tokenizer or _tokenizer(model, r.language, opts.decoding.task)
             segments = segments_from_tokens(r.tokens, tk) if want_segments else []
@@ -200,10 +258,9 @@ def transcribe_files(model: Whisper, paths: list[Path], opts: TranscribeOptions,
             text = " ".join(s["text"] for s in segments) if want_segments else r.text
             results[p] = {"audio": str(p), "text": text.strip(), "language": r.language,
                           "segments": segments, "duration": duration}
-        batch.clear()
 
     with tqdm(total=len(paths), desc="transcribing", unit="file", disable=not opts.progress) as bar:
-        for path, loaded in _prefetch(paths, model.dims.n_mels, window_frames_of(model), 2 * opts.batch_size):
+        for path, loaded in _prefetch(paths, model.dims.n_mels, size, 2 * opts.batch_size):
             if isinstance(loaded, AudioError):
                 failed.append((path, str(loaded)))
             elif is_silent(loaded[0]):
@@ -212,10 +269,13 @@ def transcribe_files(model: Whisper, paths: list[Path], opts: TranscribeOptions,
             elif loaded[1] is None:
                 results[path] = {"audio": str(path), **transcribe_long(model, loaded[0], opts, tokenizer)}
             else:
-                batch.append((path, loaded[0], loaded[1]))
+                audio, mel = loaded
+                frames = _trimmed_frames(len(audio), size) if opts.trim_padding else size
+                batch = batches.setdefault(frames, [])
+                batch.append((path, audio, mel[:, :frames]))
                 if len(batch) == opts.batch_size:
-                    flush()
+                    flush(batches.pop(frames))
             bar.update(1)
-        if batch:
-            flush()
+        for batch in batches.values():
+            flush(batch)
     return [results[p] for p in paths if p in results], failed
