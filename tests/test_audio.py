@@ -9,8 +9,8 @@ import torch
 
 from whisper_scratch import audio as A
 from whisper_scratch.audio import (
-    HOP_LENGTH, N_FRAMES, N_SAMPLES, SAMPLE_RATE, AudioError, load_audio, log_mel_spectrogram, mel_filters,
-    pad_or_trim,
+    HOP_LENGTH, N_FRAMES, N_SAMPLES, SAMPLE_RATE, AudioError, load_audio, log_mel_spectrogram, log_mel_window,
+    mel_filters, pad_or_trim,
 )
 
 
@@ -183,3 +183,19 @@ def test_mp3_decodes(shared_data):
     assert wave.dtype == np.float32 and wave.ndim == 1
     assert abs(len(wave) / SAMPLE_RATE - 60.0) < 0.5
     assert 0.01 < np.abs(wave).max() <= 1.0
+
+
+@pytest.mark.shared
+def test_silence_padded_window_matches_hugging_face_feature_extractor(shared_data):
+    """silence_padding feeds the model what Hugging Face's WhisperFeatureExtractor computes: the
+    waveform padded with silence to 30 s, then the log-mel (its floor is the clip's peak - 80 dB)."""
+    from transformers import WhisperFeatureExtractor
+
+    audio = load_audio(shared_data / "samples/jfk.flac")
+    theirs = WhisperFeatureExtractor(feature_size=80)(audio, sampling_rate=16000, return_tensors="np").input_features[0]
+    ours = log_mel_window(audio, 80, silence_padding=True)
+    assert ours.shape == (80, 3000)
+    assert np.abs(ours.numpy() - theirs).max() < 1e-4
+    content = len(audio) // 160
+    assert torch.all(ours[:, content + 2:] == ours.min())  # padding frames sit at the floor
+    assert not torch.equal(ours, log_mel_window(audio, 80))  # the default pads with zero frames

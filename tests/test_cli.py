@@ -504,6 +504,21 @@ def test_evaluate_small_json_report(capsys, tmp_path, tiny_en_dir, shared_data):
 
 
 @pytest.mark.shared
+def test_evaluate_fast_preset(capsys, tmp_path, tiny_en_dir, shared_data):
+    """--fast (bf16, trimmed encoding, silence padding) through the CLI: fewer errors than the
+    default path on short prompts."""
+    manifest = tmp_path / "eval.jsonl"
+    _small_manifest(shared_data / "asterisk-en", manifest, 12)
+    rates = {}
+    for flags in ([], ["--fast"]):
+        code, out, err = run_cli(capsys, "--model_path", tiny_en_dir, "--mode", "evaluate", "--manifest", manifest,
+                                 "--output_file", tmp_path / "eval.json", *flags)
+        assert code == 0, err
+        rates[bool(flags)] = json.loads((tmp_path / "eval.json").read_text())["wer"]
+    assert rates[True] < rates[False]
+
+
+@pytest.mark.shared
 def test_evaluate_reference_file_with_unreadable_clip(capsys, tmp_path, tiny_en_dir, shared_data):
     manifest = tmp_path / "refs.jsonl"
     missing = {"audio": str(tmp_path / "lost.flac"), "text": "lost words here"}
@@ -560,11 +575,11 @@ def test_base_translate_german_to_english(capsys, tmp_path, base_dir, shared_dat
 GERMAN_FROM = 31.0  # seconds into multilingual.mp3 where the German starts (after a 2 s pause)
 
 
-# The issue asks for WER <= 4 % here. Measured: our base 6.56 % WER / 2.91 % CER; faster-whisper
-# (CTranslate2, same weights) makes at least as many errors on the same clips (>= 6.5 % greedy or
-# beam 5). Multi-word prompts score 4.1 %; the 230 one-word clips (letters, ordinals, NATO words,
-# "*"/"#" references) 38 %. So 4 % is not reachable with stock base and this normaliser; the
-# bound below sits just above the reference implementation's own score on the same clips.
+# The issue asks for WER <= 4 % here. Measured with base (default path: decoding in the listed
+# language, faster-whisper's fallback choice, compound-aware scoring): about 4.9 % WER, 2.2 % CER;
+# the remaining errors are the model's own (ordinals heard as "50s", "caller" as "color"). So 4 %
+# is not reachable with stock base; the bound below guards against regressions with some room
+# for run-to-run differences between machines.
 ASTERISK_REGRESSION_WER = 0.055
 ASTERISK_REGRESSION_CER = 0.03
 
@@ -600,6 +615,7 @@ def test_base_evaluate_asterisk_en_report(asterisk_eval, record_property):
     assert all(set(u) == {"audio", "reference", "hypothesis"} for u in report["utterances"])
     assert sum(1 for u in report["utterances"] if u["hypothesis"]) >= 550
     assert f"WER {report['wer'] * 100:.2f}%" in asterisk_eval["stdout"]
+    assert "decoding in 'en', the language the listing gives" in asterisk_eval["stderr"]
     assert report["wer"] <= ASTERISK_REGRESSION_WER, summary
     assert report["cer"] <= ASTERISK_REGRESSION_CER, summary
 

@@ -1,25 +1,31 @@
-"""Unit tests for the transcriber's opt-in trimmed encoding (real-weight WER: test_parity)."""
+"""Unit tests for the transcriber: fallback choice and the opt-in trimmed encoding (real-weight
+WER: test_parity)."""
 import torch
 
-from whisper_scratch.model import ModelDimensions, Whisper
-from whisper_scratch.transcriber import TRIM_STEP, _trimmed_frames, embed_audio, padding_features
+from whisper_scratch.decoding import DecodingResult
 
-DIMS = ModelDimensions(n_mels=8, n_audio_ctx=300, n_audio_state=16, n_audio_head=2, n_audio_layer=1,
+from whisper_scratch.model import ModelDimensions, Whisper
+from whisper_scratch.transcriber import (TRIM_MARGIN, TRIM_STEP, TranscribeOptions, _best_attempt, _trimmed_frames,
+                                         embed_audio, padding_features)
+
+DIMS = ModelDimensions(n_mels=8, n_audio_ctx=1000, n_audio_state=16, n_audio_head=2, n_audio_layer=1,
                        n_vocab=51864, n_text_ctx=8, n_text_state=16, n_text_head=2, n_text_layer=1)
 
 
-def test_trimmed_frames_round_up_to_the_step():
+def test_trimmed_frames_keep_a_margin_and_round_up_to_the_step():
     window = 2 * DIMS.n_audio_ctx
-    assert _trimmed_frames(0, window) == TRIM_STEP  # never zero frames
-    assert _trimmed_frames(160 * TRIM_STEP, window) == TRIM_STEP
-    assert _trimmed_frames(160 * TRIM_STEP + 160, window) == 2 * TRIM_STEP
-    assert _trimmed_frames(160 * 10 * TRIM_STEP, window) == window  # capped at the window
+    assert TRIM_MARGIN % TRIM_STEP == 0
+    assert _trimmed_frames(0, window) == TRIM_MARGIN
+    assert _trimmed_frames(160 * TRIM_STEP, window) == TRIM_STEP + TRIM_MARGIN
+    assert _trimmed_frames(160 * TRIM_STEP + 160, window) == 2 * TRIM_STEP + TRIM_MARGIN
+    assert _trimmed_frames(160 * window, window) == window  # capped at the window
 
 
 def test_trimmed_features_are_the_clip_then_the_padding_window():
     torch.manual_seed(0)
     model = Whisper(DIMS).eval()
-    padding = padding_features(model)
+    assert torch.equal(padding_features(model), model.embed_audio(torch.zeros(1, DIMS.n_mels, 2 * DIMS.n_audio_ctx)))
+    padding = padding_features(model, level=-0.5)
     assert padding.shape == (1, DIMS.n_audio_ctx, DIMS.n_audio_state)
     mel = torch.randn(3, DIMS.n_mels, 2 * DIMS.n_audio_ctx)
     with torch.no_grad():
@@ -31,3 +37,15 @@ def test_trimmed_features_are_the_clip_then_the_padding_window():
     half = TRIM_STEP // 2  # encoder positions of the clip's frames
     assert torch.equal(trimmed[:, :half], alone)
     assert torch.equal(trimmed[:, half:], padding[:, half:].expand(3, -1, -1))
+
+
+def _result(text: str, avg_logprob: float, compression_ratio: float) -> DecodingResult:
+    return DecodingResult("en", [], text, avg_logprob, 0.0, 0.0, compression_ratio)
+
+
+def test_failed_fallback_keeps_the_most_likely_attempt_that_does_not_loop():
+    opts = TranscribeOptions()  # compression ratio limit 2.4
+    looping = _result("go go go go", -0.5, 3.0)
+    unlikely, likelier = _result("gee", -1.8, 1.0), _result("see", -1.2, 1.0)
+    assert _best_attempt([unlikely, looping, likelier, _result("noise", -2.5, 1.1)], opts) is likelier
+    assert _best_attempt([_result("la la la", -0.9, 2.9), looping], opts) is looping  # all loop: most likely

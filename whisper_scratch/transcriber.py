@@ -25,6 +25,11 @@ FRAMES_PER_TOKEN = 2  # mel frames per timestamp step (conv2 has stride 2)
 # trim_padding rounds a clip's frames up to a multiple of this (2 s): few distinct lengths, so
 # clips of one length fill whole batches, at a small cost in padding frames still encoded.
 TRIM_STEP = 200
+# ... after at least this many padding frames: the encoder sees where the speech ends.
+TRIM_MARGIN = 200
+# Padding windows are encoded once per padding level, rounded to this (with silence_padding the
+# level is the clip's floor, which varies; without, it is always 0).
+LEVEL_STEP = 0.25
 
 
 @dataclass(frozen=True)
@@ -38,10 +43,13 @@ class TranscribeOptions:
     no_speech_threshold: float | None = 0.6
     condition_on_previous_text: bool = True
     progress: bool = True
-    # Opt-in speed-up for clips shorter than a window: encode only the clip's own frames (rounded
-    # up to TRIM_STEP) and take the rest of the window from `padding_features`. Transcripts may
-    # differ slightly from the full window's; batches then hold clips of one rounded length only.
+    # Opt-in speed-up for clips shorter than a window: encode only the clip's own frames and
+    # TRIM_MARGIN more (rounded up to TRIM_STEP) and take the rest of the window from
+    # `padding_features`. Transcripts may differ slightly from the full window's; batches then
+    # hold clips of one rounded length only.
     trim_padding: bool = False
+    # Opt-in: pad clips with silence before the log-mel (see audio.log_mel_window).
+    silence_padding: bool = False
 
 
 def _needs_fallback(r: DecodingResult, opts: TranscribeOptions) -> bool:
@@ -69,19 +77,21 @@ def _is_silence(r: DecodingResult, opts: TranscribeOptions) -> bool:
 
 
 @torch.no_grad()
-def padding_features(model: Whisper) -> Tensor:
-    """Encoder output (1, n_audio_ctx, D) for a window of padding only (all-zero mel frames).
+def padding_features(model: Whisper, level: float = 0.0) -> Tensor:
+    """Encoder output (1, n_audio_ctx, D) for a window of padding only: every mel value `level`
+    (0 for zero frames; a clip's floor with silence_padding).
 
     With `trim_padding` these stand in for a clip's padding frames: Whisper's decoder needs the
     whole window (given only a clip's own frames it repeats itself until the token limit), and a
     padding frame's features depend mostly on its position, little on the speech before it."""
-    mel = torch.zeros(1, model.dims.n_mels, window_frames_of(model), device=model.device, dtype=model.dtype)
+    mel = torch.full((1, model.dims.n_mels, window_frames_of(model)), level, device=model.device, dtype=model.dtype)
     return model.embed_audio(mel)
 
 
 def embed_audio(model: Whisper, mel: Tensor, padding: Tensor | None = None) -> Tensor:
     """Features (B, n_audio_ctx, D) of mel (B, n_mels, n): a full window (n = 3000), or the first
-    n frames of one, completed with the frames of `padding` (from `padding_features`) after them."""
+    n frames of one, completed with the frames of `padding` (1 or B, n_audio_ctx, D; from
+    `padding_features`) after them."""
     features = model.embed_audio(mel.to(model.device, model.dtype))
     if features.shape[1] < model.dims.n_audio_ctx:
         rest = padding[:, features.shape[1]:].expand(features.shape[0], -1, -1)
@@ -201,24 +211,27 @@ def window_frames_of(model: Whisper) -> int:
 
 
 def _trimmed_frames(n_samples: int, size: int) -> int:
-    """Mel frames that `trim_padding` encodes for a clip of n_samples: its frames rounded up to
-    TRIM_STEP, at most the window's `size`."""
-    steps = max(1, math.ceil(n_samples // HOP_LENGTH / TRIM_STEP))
+    """Mel frames that `trim_padding` encodes for a clip of n_samples: its frames and TRIM_MARGIN
+    padding frames, rounded up to TRIM_STEP, at most the window's `size`."""
+    steps = math.ceil((n_samples // HOP_LENGTH + TRIM_MARGIN) / TRIM_STEP)
     return min(size, steps * TRIM_STEP)
 
 
-def _load(path: Path, n_mels: int, n_frames: int) -> tuple[np.ndarray, Tensor | None]:
+def _load(path: Path, n_mels: int, n_frames: int, silence_padding: bool) -> tuple[np.ndarray, Tensor | None]:
     """Audio and, for a clip that fits one window, its encoder input (None for longer recordings)."""
     audio = load_audio(path)
-    return audio, log_mel_window(audio, n_mels, n_frames) if len(audio) <= n_frames * HOP_LENGTH else None
+    if len(audio) > n_frames * HOP_LENGTH:
+        return audio, None
+    return audio, log_mel_window(audio, n_mels, n_frames, silence_padding)
 
 
-def _prefetch(paths: list[Path], n_mels: int, n_frames: int, ahead: int) -> Iterator[tuple[Path, tuple | AudioError]]:
+def _prefetch(paths: list[Path], n_mels: int, n_frames: int, ahead: int,
+              silence_padding: bool) -> Iterator[tuple[Path, tuple | AudioError]]:
     """Decode audio in a background thread while the model works (soundfile releases the GIL),
     keeping at most `ahead` files in memory."""
     def job(p: Path):
         try:
-            return _load(p, n_mels, n_frames)
+            return _load(p, n_mels, n_frames, silence_padding)
         except AudioError as e:
             return e
     with ThreadPoolExecutor(max_workers=1) as pool:
@@ -243,13 +256,20 @@ def transcribe_files(model: Whisper, paths: list[Path], opts: TranscribeOptions,
     size = window_frames_of(model)
     # Clips wait in one batch per encoded length (always the full window without trim_padding), so
     # a clip's transcript never depends on the lengths of the others.
-    batches: dict[int, list[tuple[Path, np.ndarray, Tensor]]] = {}
+    batches: dict[int, list[tuple[Path, np.ndarray, Tensor, Tensor | None]]] = {}
     want_segments = not opts.decoding.without_timestamps
-    padding = padding_features(model) if opts.trim_padding else None
+    paddings: dict[float, Tensor] = {}  # padding_features by rounded padding level
 
-    def flush(batch: list[tuple[Path, np.ndarray, Tensor]]):
-        mels = torch.stack([m for _, _, m in batch])
-        for (p, audio, _), r in zip(batch, decode_with_fallback(model, mels, opts, tokenizer, padding=padding)):
+    def padding_for(mel: Tensor) -> Tensor:
+        level = round(float(mel[0, -1]) / LEVEL_STEP) * LEVEL_STEP  # the last frame is padding
+        if level not in paddings:
+            paddings[level] = padding_features(model, level)
+        return paddings[level]
+
+    def flush(batch: list[tuple[Path, np.ndarray, Tensor, Tensor | None]]):
+        mels = torch.stack([m for _, _, m, _ in batch])
+        padding = torch.cat([pad for *_, pad in batch]) if batch[0][3] is not None else None
+        for (p, audio, *_), r in zip(batch, decode_with_fallback(model, mels, opts, tokenizer, padding=padding)):
             duration = round(len(audio) / SAMPLE_RATE, 3)
             tk = tokenizer or _tokenizer(model, r.language, opts.decoding.task)
             segments = segments_from_tokens(r.tokens, tk) if want_segments else []
@@ -260,7 +280,7 @@ def transcribe_files(model: Whisper, paths: list[Path], opts: TranscribeOptions,
                           "segments": segments, "duration": duration}
 
     with tqdm(total=len(paths), desc="transcribing", unit="file", disable=not opts.progress) as bar:
-        for path, loaded in _prefetch(paths, model.dims.n_mels, size, 2 * opts.batch_size):
+        for path, loaded in _prefetch(paths, model.dims.n_mels, size, 2 * opts.batch_size, opts.silence_padding):
             if isinstance(loaded, AudioError):
                 failed.append((path, str(loaded)))
             elif is_silent(loaded[0]):
@@ -271,8 +291,9 @@ def transcribe_files(model: Whisper, paths: list[Path], opts: TranscribeOptions,
             else:
                 audio, mel = loaded
                 frames = _trimmed_frames(len(audio), size) if opts.trim_padding else size
+                pad = padding_for(mel) if frames < size else None
                 batch = batches.setdefault(frames, [])
-                batch.append((path, audio, mel[:, :frames]))
+                batch.append((path, audio, mel[:, :frames], pad))
                 if len(batch) == opts.batch_size:
                     flush(batches.pop(frames))
             bar.update(1)
