@@ -508,14 +508,15 @@ def test_evaluate_fast_preset(capsys, tmp_path, tiny_en_dir, shared_data):
     """--fast (bf16, trimmed encoding, silence padding) through the CLI: fewer errors than the
     default path on short prompts."""
     manifest = tmp_path / "eval.jsonl"
-    _small_manifest(shared_data / "asterisk-en", manifest, 12)
+    _small_manifest(shared_data / "asterisk-en", manifest, 40)
     rates = {}
     for flags in ([], ["--fast"]):
         code, out, err = run_cli(capsys, "--model_path", tiny_en_dir, "--mode", "evaluate", "--manifest", manifest,
                                  "--output_file", tmp_path / "eval.json", *flags)
         assert code == 0, err
         rates[bool(flags)] = json.loads((tmp_path / "eval.json").read_text())["wer"]
-    assert rates[True] < rates[False]
+    print(f"tiny.en, 40 clips: WER {rates[False]:.4f} default, {rates[True]:.4f} --fast")
+    assert rates[True] < rates[False] / 2
 
 
 @pytest.mark.shared

@@ -14,7 +14,7 @@ import torch
 
 import train
 from whisper_scratch.checkpoint import load_checkpoint, save_model
-from whisper_scratch.model import ModelDimensions, Whisper
+from whisper_scratch.model import ModelDimensions, Whisper, _GeluLinear
 from whisper_scratch.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -189,3 +189,29 @@ def test_plain_model_checkpoint_loads_strictly_into_train_init(tmp_path):
                        "--eval-every", "1000", "--max-eval-utterances", "2"])
     assert code == 0
     assert weights(out / "last").keys() == Whisper(dims).state_dict().keys()
+
+
+def test_mlp_backward_recomputing_gelu_gives_autograd_gradients():
+    """The MLP keeps fc1's output, not the GELU's, for backward: gradients must equal those of the
+    plain fc2(gelu(fc1(h))) graph, bit for bit in fp32, and training under autocast must work."""
+    dims = ModelDimensions(n_mels=8, n_audio_ctx=50, n_audio_state=32, n_audio_head=2, n_audio_layer=2,
+                           n_vocab=51864, n_text_ctx=8, n_text_state=32, n_text_head=2, n_text_layer=2)
+    torch.manual_seed(0)
+    model = Whisper(dims)
+    fc1, _, fc2 = model.encoder.blocks[0].mlp
+    h = torch.randn(2, 50, 32, requires_grad=True)
+    leaves = (h, fc1.weight, fc1.bias, fc2.weight, fc2.bias)
+    plain = model.encoder.blocks[0].mlp(h)
+    plain.square().sum().backward()
+    expected = [t.grad.clone() for t in leaves]
+    for t in leaves:
+        t.grad = None
+    ours = _GeluLinear.apply(fc1(h), fc2.weight, fc2.bias)
+    ours.square().sum().backward()
+    assert torch.equal(ours, plain)
+    assert all(torch.equal(t.grad, e) for t, e in zip(leaves, expected))
+    mel, tokens = torch.randn(2, 8, 100), torch.randint(0, 50000, (2, 6))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(mel, tokens).float().square().mean()
+    loss.backward()
+    assert fc2.weight.grad.dtype == torch.float32 and torch.isfinite(fc2.weight.grad).all()

@@ -73,6 +73,25 @@ class LayerNorm(nn.LayerNorm):
                             self.eps).type(x.dtype)
 
 
+class _GeluLinear(torch.autograd.Function):
+    """linear(gelu(a), weight, bias) that keeps `a` for backward but not gelu(a): the MLP's widest
+    activation (4 x n_state per position) is recomputed in backward, which is cheap, instead of
+    stored. Same values and gradients as autograd's; about a fifth less activation memory."""
+
+    @staticmethod
+    def forward(ctx, a: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+        ctx.save_for_backward(a, weight)
+        return F.linear(F.gelu(a), weight.to(a.dtype), bias.to(a.dtype))
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        a, weight = ctx.saved_tensors
+        grad = grad.to(a.dtype)  # under autocast the weight was used in a's precision
+        flat_grad, flat_h = grad.flatten(0, -2), F.gelu(a).flatten(0, -2)
+        grad_a = torch.ops.aten.gelu_backward(grad @ weight.to(a.dtype), a)
+        return grad_a, (flat_grad.T @ flat_h).to(weight.dtype), flat_grad.sum(0).to(weight.dtype)
+
+
 class KVCache:
     """Static decoder cache (gpt-fast style): buffers are allocated once and written in place.
 
@@ -190,7 +209,11 @@ class ResidualAttentionBlock(nn.Module):
         x = x + self._self(x, cache, layer)
         if self.cross_attn is not None:
             x = x + self._cross(x, xa, cache, layer)
-        return x + self.mlp(self.mlp_ln(x))
+        h = self.mlp_ln(x)
+        if torch.is_grad_enabled():
+            fc1, _, fc2 = self.mlp
+            return x + _GeluLinear.apply(fc1(h), fc2.weight, fc2.bias)
+        return x + self.mlp(h)
 
     def forward(self, x: Tensor, xa: Tensor | None = None, cache: KVCache | None = None, layer: int = 0) -> Tensor:
         """x (B, T, D), xa (B, T_audio, D) -> (B, T, D)."""
