@@ -215,3 +215,20 @@ def test_mlp_backward_recomputing_gelu_gives_autograd_gradients():
         loss = model(mel, tokens).float().square().mean()
     loss.backward()
     assert fc2.weight.grad.dtype == torch.float32 and torch.isfinite(fc2.weight.grad).all()
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    """Per-block checkpointing (attention outputs kept, the rest recomputed) changes memory, not math."""
+    dims = ModelDimensions(n_mels=8, n_audio_ctx=50, n_audio_state=32, n_audio_head=2, n_audio_layer=2,
+                           n_vocab=51864, n_text_ctx=8, n_text_state=32, n_text_head=2, n_text_layer=2)
+    torch.manual_seed(0)
+    model = Whisper(dims, dual_attention=True).train()
+    mel, tokens = torch.randn(2, 8, 100), torch.randint(0, 50000, (2, 6))
+    grads = []
+    for enabled in (False, True):
+        model.zero_grad()
+        model.set_gradient_checkpointing(enabled)
+        model(mel, tokens).square().mean().backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) == len(list(model.parameters()))
+    assert all(torch.allclose(grads[0][n], grads[1][n], rtol=1e-5, atol=1e-7) for n in grads[0])
