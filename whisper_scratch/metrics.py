@@ -20,9 +20,9 @@ from typing import Callable
 
 import jiwer
 
-MAX_COMPOUND_PARTS = 6  # longest run of words joined into one (a spelled-out acronym)
-
 from .normalizers import get_normalizer
+
+MAX_COMPOUND_PARTS = 6  # longest run of words joined into one (a spelled-out acronym)
 
 
 def _error_rate(references: list[str], hypotheses: list[str], normalizer: Callable[[str], str] | None,
