@@ -151,7 +151,7 @@ def _run(args: argparse.Namespace) -> int:
             return UNREADABLE
     model = _load_model(args)
     tokenizer = _load_tokenizer(args.model_path)
-    language = _check_language(args, model, tokenizer) or _listed_language(rows, tokenizer or tokenizer_for(model))
+    language = _check_language(args, model, tokenizer, rows)
     timestamps = args.timestamps or _suffix(args.output_file) in (".srt", ".vtt", ".tsv")
     opts = TranscribeOptions(
         decoding=DecodingOptions(task=args.task, language=language, beam_size=args.beam_size,
@@ -292,8 +292,9 @@ def _load_tokenizer(model_path: str):
         raise CliError(f"cannot read the tokenizer in {folder}: {_one_line(e)}") from None
 
 
-def _check_language(args: argparse.Namespace, model, tokenizer) -> str | None:
-    """--language as a code the model knows ("German" -> "de"); English-only models refuse others."""
+def _check_language(args: argparse.Namespace, model, tokenizer, rows: list[Utterance]) -> str | None:
+    """--language as a code the model knows ("German" -> "de"), else the listing's language (see
+    _listed_language); English-only models refuse others."""
     tk = tokenizer or tokenizer_for(model)
     if not tk.is_multilingual:
         if args.language and args.language.lower() not in ("en", "english"):
@@ -302,6 +303,8 @@ def _check_language(args: argparse.Namespace, model, tokenizer) -> str | None:
         if args.task == "translate":
             raise CliError(f"--task translate needs a multilingual model; {args.model_path} is English-only")
         return "en" if args.language else None
+    if args.language is None:
+        return _listed_language(rows, tk.all_language_codes)
     try:
         return normalize_language(args.language, tk.all_language_codes)
     except ValueError:
@@ -367,14 +370,14 @@ def _evaluate(args: argparse.Namespace, results: list[dict], rows: list[Utteranc
     return OK
 
 
-def _listed_language(rows: list[Utterance], tk) -> str | None:
+def _listed_language(rows: list[Utterance], known: list[str]) -> str | None:
     """The one language every row of the listing names, when the model knows it: decoding in the
     known language beats detecting it per clip, which is unreliable on one-word clips."""
     listed = {r.language for r in rows}
-    if len(listed) != 1 or None in listed or not tk.is_multilingual:
+    if len(listed) != 1 or None in listed:
         return None
     try:
-        code = normalize_language(listed.pop(), tk.all_language_codes)
+        code = normalize_language(listed.pop(), known)
     except ValueError:
         return None
     print(f"decoding in '{code}', the language the listing gives for every row (--language overrides)",

@@ -169,6 +169,7 @@ class Skipped:
 
     path: str
     reason: str
+    kind: str = "unreadable audio"  # what the trainer counts it as
 
 
 @dataclass
@@ -309,16 +310,18 @@ class SpeechDataset(Dataset):
         path = self.paths[index]
         ids = self.token_ids[index]  # prefix + text + [eot]: tokens are ids[:-1], labels ids[1:]
         if len(ids) - 1 > self.max_label_tokens:
-            return Skipped(path, f"transcript too long: {len(ids) - 1} tokens > {self.max_label_tokens} (decoder context)")
+            return Skipped(path, f"transcript too long: {len(ids) - 1} tokens > {self.max_label_tokens} (decoder context)",
+                           "transcript too long")
         try:
             audio = load_audio(path)
         except AudioError as err:
             return Skipped(path, str(err))
         seconds = len(audio) / SAMPLE_RATE
         if seconds > self.max_duration:
-            return Skipped(path, f"too long: {seconds:.2f} s > {self.max_duration:g} s (max_duration, at most the encoder window)")
+            return Skipped(path, f"too long: {seconds:.2f} s > {self.max_duration:g} s (max_duration, at most the encoder window)",
+                           "too long")
         if seconds < self.min_duration:
-            return Skipped(path, f"too short: {seconds:.2f} s < min_duration {self.min_duration:g} s")
+            return Skipped(path, f"too short: {seconds:.2f} s < min_duration {self.min_duration:g} s", "too short")
 
         if self.augment is None:
             mel = log_mel_window(audio, self.n_mels, self.n_frames)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -25,10 +26,6 @@ _SAVED_IN_CHECKPOINT = {
 
 def _keep_attention(ctx, op, *args, **kwargs) -> CheckpointPolicy:
     return CheckpointPolicy.MUST_SAVE if op in _SAVED_IN_CHECKPOINT else CheckpointPolicy.PREFER_RECOMPUTE
-
-
-def _selective_checkpoint_contexts():
-    return create_selective_checkpoint_contexts(_keep_attention)
 
 
 @dataclass(frozen=True)
@@ -238,7 +235,7 @@ class ResidualAttentionBlock(nn.Module):
             # Recompute activations in backward, except the attention outputs (see
             # _SAVED_IN_CHECKPOINT): trades ~20% more compute for most of a block's memory.
             return checkpoint(self._forward, x, xa, cache, layer, use_reentrant=False,
-                              context_fn=_selective_checkpoint_contexts)
+                              context_fn=partial(create_selective_checkpoint_contexts, _keep_attention))
         return self._forward(x, xa, cache, layer)
 
 

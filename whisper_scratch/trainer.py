@@ -367,9 +367,7 @@ class Trainer:
             if s.path in self.reported:
                 continue
             self.reported.add(s.path)
-            kind = next((k for k in ("transcript too long", "too long", "too short") if s.reason.startswith(k)),
-                        "unreadable audio")
-            self.state.skipped_clips[kind] = self.state.skipped_clips.get(kind, 0) + 1
+            self.state.skipped_clips[s.kind] = self.state.skipped_clips.get(s.kind, 0) + 1
             tqdm.write(f"skipped {s.path}: {s.reason}")
 
     def _loss(self, batch: Batch, token_total: float) -> tuple[torch.Tensor, float]:

@@ -256,20 +256,22 @@ def transcribe_files(model: Whisper, paths: list[Path], opts: TranscribeOptions,
     size = window_frames_of(model)
     # Clips wait in one batch per encoded length (always the full window without trim_padding), so
     # a clip's transcript never depends on the lengths of the others.
-    batches: dict[int, list[tuple[Path, np.ndarray, Tensor, Tensor | None]]] = {}
+    batches: dict[int, list[tuple[Path, np.ndarray, Tensor]]] = {}
     want_segments = not opts.decoding.without_timestamps
     paddings: dict[float, Tensor] = {}  # padding_features by rounded padding level
 
     def padding_for(mel: Tensor) -> Tensor:
-        level = round(float(mel[0, -1]) / LEVEL_STEP) * LEVEL_STEP  # the last frame is padding
+        # A trimmed window ends with at least TRIM_MARGIN padding frames: the last one's value is
+        # the padding level.
+        level = round(float(mel[0, -1]) / LEVEL_STEP) * LEVEL_STEP
         if level not in paddings:
             paddings[level] = padding_features(model, level)
         return paddings[level]
 
-    def flush(batch: list[tuple[Path, np.ndarray, Tensor, Tensor | None]]):
-        mels = torch.stack([m for _, _, m, _ in batch])
-        padding = torch.cat([pad for *_, pad in batch]) if batch[0][3] is not None else None
-        for (p, audio, *_), r in zip(batch, decode_with_fallback(model, mels, opts, tokenizer, padding=padding)):
+    def flush(batch: list[tuple[Path, np.ndarray, Tensor]]):
+        mels = torch.stack([m for _, _, m in batch])
+        padding = torch.cat([padding_for(m) for _, _, m in batch]) if mels.shape[-1] < size else None
+        for (p, audio, _), r in zip(batch, decode_with_fallback(model, mels, opts, tokenizer, padding=padding)):
             duration = round(len(audio) / SAMPLE_RATE, 3)
             tk = tokenizer or _tokenizer(model, r.language, opts.decoding.task)
             segments = segments_from_tokens(r.tokens, tk) if want_segments else []
@@ -291,9 +293,8 @@ def transcribe_files(model: Whisper, paths: list[Path], opts: TranscribeOptions,
             else:
                 audio, mel = loaded
                 frames = _trimmed_frames(len(audio), size) if opts.trim_padding else size
-                pad = padding_for(mel) if frames < size else None
                 batch = batches.setdefault(frames, [])
-                batch.append((path, audio, mel[:, :frames], pad))
+                batch.append((path, audio, mel[:, :frames]))
                 if len(batch) == opts.batch_size:
                     flush(batches.pop(frames))
             bar.update(1)
