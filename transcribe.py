@@ -96,6 +96,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--task", choices=["transcribe", "translate"], default="transcribe",
                    help="translate: speech in any language to English text (multilingual models)")
     p.add_argument("--beam_size", "--beam-size", type=int, default=None, help="beam search width (default greedy)")
+    p.add_argument("--best_of", "--best-of", type=int, default=5,
+                   help="samples per clip at each fallback temperature; the most likely is kept (default 5, "
+                        "as in openai-whisper's and faster-whisper's command lines)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the fallback sampler: a run repeats exactly")
     p.add_argument("--batch_size", "--batch-size", type=int, default=8,
                    help="clips decoded together (directory, batch, evaluate; default 8)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
@@ -155,6 +159,7 @@ def _run(args: argparse.Namespace) -> int:
     timestamps = args.timestamps or _suffix(args.output_file) in (".srt", ".vtt", ".tsv")
     opts = TranscribeOptions(
         decoding=DecodingOptions(task=args.task, language=language, beam_size=args.beam_size,
+                                 best_of=args.best_of, seed=args.seed,
                                  without_timestamps=not timestamps, prompt=args.initial_prompt),
         batch_size=args.batch_size if args.mode != "single" else 1,
         temperatures=(0.0,) if args.no_fallback else TranscribeOptions.temperatures,
@@ -189,6 +194,8 @@ def _check_args(args: argparse.Namespace) -> None:
         raise CliError(f"--batch_size must be at least 1, got {args.batch_size}")
     if args.beam_size is not None and args.beam_size < 1:
         raise CliError(f"--beam_size must be at least 1, got {args.beam_size} (leave it out for greedy decoding)")
+    if args.best_of < 1:
+        raise CliError(f"--best_of must be at least 1, got {args.best_of}")
     if args.threads is not None and args.threads < 1:
         raise CliError(f"--threads must be at least 1, got {args.threads}")
     if str(args.device).startswith("cuda") and not torch.cuda.is_available():

@@ -66,6 +66,7 @@ def test_english_numbers(text, expected):
     ("Press * to pause, # to exit.", "press star to pause pound to exit"),
     ("Call at 5 P.M. or 9 a.m.", "call at five pm or nine am"),
     ("R & D", "r and d"),
+    ("Come straight thru", "come straight through"),
 ])
 def test_english_pairs_agree(whisper, human):
     assert english(whisper) == english(human)
@@ -119,8 +120,10 @@ def test_compounds_score_as_one_word():
     assert wer(["Use the mail box.", "Press 3 to re-record.", "M I S D N"],
                ["use the mailbox", "press three to rerecord", "MISDN."], english) == 0.0
     assert cer(["touch tone keypad"], ["touchtone keypad"], english) == 0.0
-    # Only letters join: "500" read as "5 0 0" is one substitution and two insertions.
-    assert wer(["dial 500"], ["dial 5-0-0"], english) == pytest.approx(3 / 2)
+    # A number read digit by digit, and codes of letters and digits, join too.
+    assert wer(["dial 500 or 1234", "H.323"], ["dial 5-0-0 or 1 2 3 4", "H323"], english) == 0.0
+    # Other runs of numbers do not: "50 0" is one substitution and one insertion.
+    assert wer(["dial 500"], ["dial 50 0"], english) == pytest.approx(2 / 2)
     # A join needs the other side to have the whole word: "mail" alone stays an error.
     assert wer(["the mail box"], ["the mail"], english) == pytest.approx(1 / 3)
 

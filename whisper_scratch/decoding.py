@@ -24,6 +24,8 @@ class DecodingOptions:
     task: str = "transcribe"
     language: str | None = None  # None: detect per audio (multilingual models)
     temperature: float = 0.0  # 0: greedy (or beam search when beam_size is set)
+    best_of: int | None = None  # samples per audio when temperature > 0; the most likely is kept
+    seed: int = 0  # of the sampler, so that a run can be repeated exactly
     sample_len: int | None = None  # max new tokens; default half the text context
     beam_size: int | None = None
     patience: float = 1.0
@@ -216,7 +218,14 @@ def _first_step(model: Whisper, features: Tensor, prompt: Tensor, max_len: int, 
 
 def _sample(model: Whisper, features: Tensor, prompt: Tensor, rules: LogitRules, options: DecodingOptions,
             sample_len: int, sot_index: int):
-    """Greedy (temperature 0) or sampling, all B rows at once; finished rows keep emitting EOT."""
+    """Greedy (temperature 0) or sampling, all B rows at once; finished rows keep emitting EOT.
+
+    With best_of = N at temperature > 0, each audio is sampled N times (B * N rows) and the sample
+    with the best log-probability / length ** length_penalty is kept, as the beams are ranked."""
+    n_best = (options.best_of or 1) if options.temperature > 0 else 1
+    if n_best > 1:
+        features, prompt = features.repeat_interleave(n_best, dim=0), prompt.repeat_interleave(n_best, dim=0)
+    generator = torch.Generator(device=features.device).manual_seed(options.seed)
     eot = rules.tk.eot
     cache, logits, no_speech = _first_step(model, features, prompt, prompt.shape[1] + sample_len, rules.tk, sot_index)
     tokens = prompt
@@ -228,7 +237,8 @@ def _sample(model: Whisper, features: Tensor, prompt: Tensor, rules: LogitRules,
         if options.temperature == 0:
             nxt = logits.argmax(dim=-1)
         else:
-            nxt = torch.distributions.Categorical(logits=logits.float() / options.temperature).sample()
+            probs = F.softmax(logits.float() / options.temperature, dim=-1)
+            nxt = torch.multinomial(probs, 1, generator=generator)[:, 0]
         sum_lp += logprobs.gather(1, nxt[:, None])[:, 0] * ~done
         nxt = torch.where(done, torch.full_like(nxt, eot), nxt)
         done |= nxt == eot
@@ -239,7 +249,17 @@ def _sample(model: Whisper, features: Tensor, prompt: Tensor, rules: LogitRules,
     seqs = []
     for row in tokens[:, prompt.shape[1]:].tolist():
         seqs.append(row[:row.index(eot)] if eot in row else row)
-    return seqs, sum_lp.tolist(), no_speech
+    sum_lps = sum_lp.tolist()
+    if n_best > 1:
+        candidates = [list(zip(seqs[i:i + n_best], sum_lps[i:i + n_best])) for i in range(0, len(seqs), n_best)]
+        best = [_most_likely(c, options.length_penalty) for c in candidates]
+        seqs, sum_lps, no_speech = [b[0] for b in best], [b[1] for b in best], no_speech[::n_best]
+    return seqs, sum_lps, no_speech
+
+
+def _most_likely(hypotheses: list[tuple[list[int], float]], length_penalty: float) -> tuple[list[int], float]:
+    """The (tokens, sum log-probability) with the best log-probability / length ** length_penalty."""
+    return max(hypotheses, key=lambda h: h[1] / max(len(h[0]), 1) ** length_penalty)
 
 
 def _beam_search(model: Whisper, features: Tensor, prompt: Tensor, rules: LogitRules, options: DecodingOptions,
@@ -297,6 +317,5 @@ def _beam_search(model: Whisper, features: Tensor, prompt: Tensor, rules: LogitR
         scores = torch.tensor(next_scores, device=tokens.device).view(n_audio, k_beams)
         logits = model.logits(new[:, None], features, cache)[:, -1]
 
-    penalty = options.length_penalty
-    best = [max(f, key=lambda h: h[1] / max(len(h[0]), 1) ** penalty) for f in finished]
+    best = [_most_likely(f, options.length_penalty) for f in finished]
     return [b[0] for b in best], [b[1] for b in best], no_speech

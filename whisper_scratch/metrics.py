@@ -11,8 +11,13 @@ insertion and it adds nothing to the reference total.
 Compounds are scored as one word however they are written: when consecutive words on one side
 ("mail box", "re record" from "re-record", "m i s d n") spell a word of the other side ("mailbox",
 "rerecord", "misdn"), they are joined before scoring. English writes compounds open, hyphenated
-or closed without a rule, and the speech is the same. Only letters join: "5 0 0" against "500"
-stays three errors (and "one two" is not "twelve").
+or closed without a rule, and the speech is the same. Three kinds of run join:
+- letters ("mail box" = "mailbox");
+- single digits against a digit string ("5 0 0", Whisper's "5-0-0", = "500"): a number written in
+  digits does not say how it was read, and extensions and PINs are read digit by digit (the
+  price: "one two" against "twelve" also matches once the normaliser has written both in digits);
+- a code of letters and digits ("h 323" from "H.323" = "h323", "mp 3" = "mp3").
+Other runs do not: "50 0" against "500" stays a substitution and an insertion.
 """
 from __future__ import annotations
 
@@ -22,7 +27,7 @@ import jiwer
 
 from .normalizers import get_normalizer
 
-MAX_COMPOUND_PARTS = 6  # longest run of words joined into one (a spelled-out acronym)
+MAX_COMPOUND_PARTS = 10  # longest run of words joined into one (a phone number read digit by digit)
 
 
 def _error_rate(references: list[str], hypotheses: list[str], normalizer: Callable[[str], str] | None,
@@ -50,12 +55,20 @@ def _error_rate(references: list[str], hypotheses: list[str], normalizer: Callab
     return errors / total
 
 
+def _joinable(parts: list[str], joined: str) -> bool:
+    if joined.isalpha():
+        return True
+    if joined.isdigit():
+        return all(len(part) == 1 for part in parts)
+    return joined.isalnum() and any(ch.isdigit() for ch in joined)
+
+
 def _join_against(words: list[str], other: set[str]) -> list[str]:
     out, i = [], 0
     while i < len(words):
         for n in range(min(MAX_COMPOUND_PARTS, len(words) - i), 1, -1):
             joined = "".join(words[i:i + n])
-            if joined in other and joined.isalpha():
+            if joined in other and _joinable(words[i:i + n], joined):
                 out.append(joined)
                 i += n
                 break

@@ -83,7 +83,7 @@ _CURRENCY_WORDS = {"dollar": "$", "dollars": "$", "euro": "€", "euros": "€",
 _CURRENCY_SYMBOLS = "$€£¢"
 _FILLERS = {"uh", "um", "uhm", "er", "erm", "hmm", "hm", "mm", "mmm", "mhm"}
 _WORDS = {  # titles, spoken variants and British spellings -> one American form
-    "mr": "mister", "mrs": "missus", "dr": "doctor", "okay": "ok", "alright": "all right",
+    "mr": "mister", "mrs": "missus", "dr": "doctor", "okay": "ok", "alright": "all right", "thru": "through",
     "colour": "color", "favour": "favor", "favourite": "favorite", "flavour": "flavor", "honour": "honor",
     "humour": "humor", "labour": "labor", "neighbour": "neighbor", "behaviour": "behavior", "harbour": "harbor",
     "rumour": "rumor", "armour": "armor", "vapour": "vapor", "centre": "center", "theatre": "theater",
