@@ -221,12 +221,13 @@ def main(argv: list[str] | None = None) -> int:
         r.rates = error_rates(refs, r.texts, "en")
     baseline = "ours-fast" if "ours-fast" in results else names[0]
     audio_seconds = sum(len(load_audio(p)) for p in paths) / 16000
-    print(f"Machine: {cpu_name()}, {os.cpu_count()} CPUs, {args.threads} threads, torch {torch.__version__}\n")
+    machine = cpu_name()
+    print(f"Machine: {machine}, {os.cpu_count()} CPUs, {args.threads} threads, torch {torch.__version__}\n")
     print(table(list(results.values()), baseline, len(paths), audio_seconds))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({
-            "machine": cpu_name(), "threads": args.threads, "clips": len(paths), "rounds": args.rounds,
+            "machine": machine, "threads": args.threads, "clips": len(paths), "rounds": args.rounds,
             "audio_seconds": round(audio_seconds, 1), "torch": torch.__version__,
             "systems": {r.name: {"settings": r.note, "seconds": [round(s, 2) for s in r.seconds],
                                  "load_average": [round(x, 2) for x in r.loads],
