@@ -21,3 +21,15 @@ def load_tokenizer_dir(directory: str | Path, *, language: str | None = None, ta
     if kind == "sentencepiece":
         return SentencePieceWhisperTokenizer.load(directory, language=language, task=task)
     raise ValueError(f"{path}: unknown tokenizer kind {kind!r}")
+
+
+def tokenizer_beside(model_path: str | Path) -> TokenizerBase | None:
+    """The tokenizer saved beside a checkpoint (a model trained from scratch carries its own
+    vocabulary), or None: for a size name, or a checkpoint without one (Whisper's BPE then)."""
+    path = Path(model_path)
+    if not path.exists():
+        return None
+    folder = path if path.is_dir() else path.parent
+    if not (folder / CONFIG_FILE).is_file():
+        return None
+    return load_tokenizer_dir(folder)
