@@ -69,6 +69,9 @@ class DataConfig:
     keep_chars: str | None = None  # allowed transcript characters, see normalize_transcript
     language: str | None = None  # overrides the manifests' per-row language
     task: str = "transcribe"
+    # Share of training labels written with timestamps (<|0.00|> text <|end|>), drawn per clip and
+    # epoch: half keeps both of Whisper's output forms in use, so timestamps survive fine-tuning.
+    timestamp_share: float = 0.5
 
     def __post_init__(self) -> None:
         for name in ("local_data_dir", "train_manifest", "eval_manifest"):
