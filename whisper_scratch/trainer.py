@@ -305,6 +305,7 @@ class Trainer:
         return SummaryWriter(str(self.out / "tensorboard"))
 
     def _log(self, record: dict) -> None:
+        record = {**record, "wall_time": round(time.time(), 1)}
         self.state.history.append(record)
         if not self.dist.main:
             return
