@@ -131,6 +131,8 @@ def main() -> None:
     p.add_argument("--longform-minutes", type=float, default=5.0)
     p.add_argument("--plot", type=Path, help="draw dev WER against training minutes into this PNG")
     p.add_argument("--quick", action="store_true", help="smoke run: tests/data/cv_tiny, 2 steps")
+    p.add_argument("--trained-since", type=float, metavar="UNIX_TIME",
+                   help="OUTPUT_DIR already holds a run of the preset, started at this time: only evaluate and check it")
     args, extra = p.parse_known_args()
     import torch
 
@@ -146,15 +148,16 @@ def main() -> None:
     test = args.data / "test.tsv"
 
     before = json.loads(args.before.read_text()) if args.before else evaluate(stock, test, args.language, work / "before.json")
-    started = time.time()
-    code = train.main([f"@{args.preset}", "--local-data-dir", str(args.data), "--language", args.language,
-                       "--init", str(stock), "--output-dir", str(out), "--device", args.device, *extra])
-    train_minutes = (time.time() - started) / 60
-    if code != 0:
-        raise SystemExit(f"training failed (exit code {code})")
+    started = time.time() if args.trained_since is None else args.trained_since
+    if args.trained_since is None:
+        code = train.main([f"@{args.preset}", "--local-data-dir", str(args.data), "--language", args.language,
+                           "--init", str(stock), "--output-dir", str(out), "--device", args.device, *extra])
+        if code != 0:
+            raise SystemExit(f"training failed (exit code {code})")
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    train_minutes = (records[-1]["wall_time"] - started) / 60
     tuned = out / "best"
     after = evaluate(tuned, test, args.language, work / "after.json")
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     curve = [(r["wall_time"] - started) / 60 for r in records if "eval_wer" in r], \
             [r["eval_wer"] for r in records if "eval_wer" in r]
     steps = max((r["step"] for r in records), default=0)
