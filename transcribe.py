@@ -29,8 +29,8 @@ from whisper_scratch.manifest import AUDIO_EXTENSIONS, ManifestError, Utterance,
 from whisper_scratch.metrics import error_rates
 from whisper_scratch.transcriber import TranscribeOptions, transcribe_files
 from whisper_scratch.writers import SUPPORTED_EXTENSIONS, write_evaluation, write_results
-from tokenizer import load_tokenizer_dir
-from tokenizer.base import CONFIG_FILE, normalize_language
+from tokenizer.base import normalize_language
+from tokenizer.loading import tokenizer_beside
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 SUBTITLES = (".srt", ".vtt")
@@ -287,16 +287,10 @@ def _load_model(args: argparse.Namespace):
 
 def _load_tokenizer(model_path: str):
     """A model trained from scratch carries its own vocabulary beside the weights."""
-    path = Path(model_path)
-    if not path.exists():  # a size name: OpenAI's vocabulary
-        return None
-    folder = path if path.is_dir() else path.parent
-    if not (folder / CONFIG_FILE).is_file():
-        return None
     try:
-        return load_tokenizer_dir(folder)
+        return tokenizer_beside(model_path)
     except Exception as e:
-        raise CliError(f"cannot read the tokenizer in {folder}: {_one_line(e)}") from None
+        raise CliError(f"cannot read the tokenizer beside {model_path}: {_one_line(e)}") from None
 
 
 def _check_language(args: argparse.Namespace, model, tokenizer, rows: list[Utterance]) -> str | None:

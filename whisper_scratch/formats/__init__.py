@@ -29,6 +29,10 @@ TOKENIZER_FILE = "tokenizer.json"
 
 V = TypeVar("V")
 
+# Read once, at import: os.umask can only be read by setting it, which would race with other threads.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
 
 class CheckpointError(ValueError):
     """A checkpoint file that cannot be read or does not describe a Whisper model we can build."""
@@ -141,6 +145,7 @@ def atomic_open(path: Path) -> Iterator[BinaryIO]:
             yield f
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes the file private; a written model is shared like any file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -14,7 +14,7 @@ import struct
 from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 import torch
 from torch import Tensor
@@ -46,20 +46,32 @@ QUANTISED = ("quantised CTranslate2 models (int8, int16) are not supported: "
 TIED_OUTPUT = "decoder/projection/weight"  # an alias of the token embedding in Whisper files
 EMBEDDING = "decoder/embeddings/weight"
 
-# Settings (rank-0 variables): name -> (dtype written, value, whether a file must have that value).
-# activation 3 is CTranslate2's exact GELU; a None value is the model's head count. alignment_heads
-# and alignment_layer are CTranslate2's runtime defaults for word timing (config.json's
-# alignment_heads are the real ones), so any value is read.
-SETTINGS: dict[str, tuple[torch.dtype, int | None, bool]] = {
-    "encoder/num_heads": (torch.int16, None, False),
-    "decoder/num_heads": (torch.int16, None, False),
-    "decoder/activation": (torch.int8, 3, True),
-    "decoder/pre_norm": (torch.int8, 1, True),
-    "decoder/scale_embeddings": (torch.int8, 0, True),
-    "decoder/alibi": (torch.int8, 0, True),
-    "decoder/start_from_zero_embedding": (torch.int8, 0, True),
-    "decoder/alignment_heads": (torch.int16, 1, False),
-    "decoder/alignment_layer": (torch.int16, -1, False),
+
+class Setting(NamedTuple):
+    """A rank-0 variable: the dtype it is written in, its value (None: the model's head count),
+    whether a file must hold that value, and whether we write it."""
+    dtype: torch.dtype
+    value: int | None
+    checked: bool = True
+    written: bool = True
+
+
+# activation 3 is CTranslate2's exact GELU. alignment_heads and alignment_layer are its runtime
+# defaults for word timing (config.json's alignment_heads are the real ones), so any value is read.
+# The two ALiBi flags come from newer converters (ctranslate2 4.8 writes them); we leave them out,
+# so that our files are byte for byte those of the converter behind the published models.
+SETTINGS: dict[str, Setting] = {
+    "encoder/num_heads": Setting(torch.int16, None, checked=False),
+    "decoder/num_heads": Setting(torch.int16, None, checked=False),
+    "decoder/activation": Setting(torch.int8, 3),
+    "decoder/pre_norm": Setting(torch.int8, 1),
+    "decoder/scale_embeddings": Setting(torch.int8, 0),
+    "decoder/alibi": Setting(torch.int8, 0),
+    "decoder/alibi_use_positive_positions": Setting(torch.int8, 0, written=False),
+    "decoder/scale_alibi": Setting(torch.int8, 0, written=False),
+    "decoder/start_from_zero_embedding": Setting(torch.int8, 0),
+    "decoder/alignment_heads": Setting(torch.int16, 1, checked=False),
+    "decoder/alignment_layer": Setting(torch.int16, -1, checked=False),
 }
 SPEC_REVISION = 3
 
@@ -198,9 +210,9 @@ def _check_settings(settings: dict[str, int | float], source: str) -> None:
     for name in ("encoder/num_heads", "decoder/num_heads"):
         if name not in settings:
             raise CheckpointError(f"{source}: missing CTranslate2 setting {name}")
-    for name, (_, required, checked) in SETTINGS.items():
-        if checked and name in settings and settings[name] != required:
-            raise CheckpointError(f"{source}: {name} = {settings[name]}, OpenAI's Whisper needs {required}")
+    for name, setting in SETTINGS.items():
+        if setting.checked and name in settings and settings[name] != setting.value:
+            raise CheckpointError(f"{source}: {name} = {settings[name]}, OpenAI's Whisper needs {setting.value}")
 
 
 def _to_openai(weights: dict[str, Tensor], aliases: dict[str, str], source: str) -> dict[str, Tensor]:
@@ -331,8 +343,8 @@ def save_ctranslate2(model: Whisper, folder: str | Path, tokenizer: WhisperToken
     weights = {k: v.to(dtype) for k, v in _from_openai(exportable_state(model, drop_noise_branch, str(folder)),
                                                        dims).items()}
     heads = {"encoder/num_heads": dims.n_audio_head, "decoder/num_heads": dims.n_text_head}
-    settings = {name: torch.tensor(heads.get(name, value), dtype=setting_dtype)
-                for name, (setting_dtype, value, _) in SETTINGS.items()}
+    settings = {name: torch.tensor(heads.get(name, setting.value), dtype=setting.dtype)
+                for name, setting in SETTINGS.items() if setting.written}
     variables = {**weights, **settings}
     with atomic_open(folder / MODEL_FILE) as f:
         f.write(struct.pack("<I", BINARY_VERSION))
