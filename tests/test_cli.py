@@ -6,6 +6,7 @@ translation and the 563-clip asterisk-en evaluation) through `transcribe.main`."
 import contextlib
 import io
 import json
+import random
 import subprocess
 import sys
 import time
@@ -276,6 +277,33 @@ def test_script_exit_code_and_no_traceback(tmp_path):
                            "--audio-path", str(audio)], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 2 and proc.stdout == ""
     one_error_line(proc.stderr, "model not found", "--model_path")
+
+
+def write_corrupt_mp3(path: Path) -> Path:
+    """An ID3 tag over noise: libmpg123 prints "Note: Illegal Audio-MPEG-Header ..." and more to fd 2."""
+    path.write_bytes(b"ID3\x03\x00\x00\x00" + random.Random(0).randbytes(2000))
+    return path
+
+
+@pytest.mark.parametrize("mode", ["single", "batch"])
+def test_corrupt_mp3_reports_our_line_only(tmp_path, mode):
+    """A real process, so that what the C decoder writes to fd 2 is seen: only our lines."""
+    from whisper_scratch.checkpoint import save_model
+    from whisper_scratch.model import ModelDimensions, Whisper
+
+    model = save_model(Whisper(ModelDimensions(80, 150, 64, 2, 1, 51864, 48, 64, 2, 1)), tmp_path / "m.pt")
+    inputs = ["--audio_path", str(write_corrupt_mp3(tmp_path / "corrupt.mp3"))]
+    if mode == "batch":
+        inputs += ["--mode", "batch", "--audio_path", str(write_tone(tmp_path / "tone.wav")), "--no_fallback"]
+    proc = subprocess.run([sys.executable, str(REPO / "transcribe.py"), "--model_path", str(model), *inputs],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 1
+    if mode == "single":
+        one_error_line(proc.stderr, "corrupt.mp3")
+    else:
+        lines = [line for line in proc.stderr.splitlines() if "corrupt.mp3" in line]
+        assert len(lines) == 1 and lines[0].startswith("skipped: "), proc.stderr
+        assert "Note:" not in proc.stderr and "mpg123" not in proc.stderr, proc.stderr
 
 
 # ================================================================ tiny.en (shared)
