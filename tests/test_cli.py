@@ -306,6 +306,31 @@ def test_corrupt_mp3_reports_our_line_only(tmp_path, mode):
         assert "Note:" not in proc.stderr and "mpg123" not in proc.stderr, proc.stderr
 
 
+def test_output_dir_writes_each_format_per_audio_as_openai_whisper(tmp_path, capsys):
+    """--output_dir (all formats) and --output_format, with one file per audio named after it."""
+    from whisper_scratch.checkpoint import save_model
+    from whisper_scratch.model import ModelDimensions, Whisper
+
+    model = save_model(Whisper(ModelDimensions(80, 150, 64, 2, 1, 51864, 48, 64, 2, 1)), tmp_path / "m.pt")
+    clips = tmp_path / "clips"
+    (clips / "sub").mkdir(parents=True)
+    audio = [write_tone(clips / "a.wav"), write_tone(clips / "sub" / "b.wav", seconds=0.5)]
+    common = ["--model_path", model, "--no_fallback", "--threads", "1"]
+    code, _, err = run_cli(capsys, *common, "--audio_path", audio[0], "--output_dir", tmp_path / "all")
+    assert code == 0 and "wrote" in err
+    assert sorted(p.name for p in (tmp_path / "all").iterdir()) == ["a.json", "a.srt", "a.tsv", "a.txt", "a.vtt"]
+    assert (tmp_path / "all/a.vtt").read_text().startswith("WEBVTT")
+    code, _, _ = run_cli(capsys, *common, "--mode", "batch", "--audio_dir", clips, "--output_dir", tmp_path / "srt",
+                         "--output_format", "srt")
+    assert code == 0
+    assert sorted(str(p.relative_to(tmp_path / "srt")) for p in (tmp_path / "srt").rglob("*.srt")) == ["a.srt",
+                                                                                                       "sub/b.srt"]
+    code, _, err = run_cli(capsys, *common, "--audio_path", audio[0], "--output_dir", tmp_path / "x",
+                           "--output_file", tmp_path / "x.txt")
+    assert code == 2
+    one_error_line(err, "--output_file", "--output_dir")
+
+
 # ================================================================ tiny.en (shared)
 
 @pytest.fixture(scope="module")
