@@ -212,6 +212,15 @@ def test_transformers_runs_the_huggingface_export_as_we_do(fine_tuned, clips, ou
         their_logits = theirs(input_features=mels[:1], decoder_input_ids=tokens).logits
         assert (their_logits - ours(mels[:1], tokens)).abs().max() < 1e-3
     assert processor.feature_extractor.feature_size == 80
+    # What whisper.cpp's convert-h5-to-ggml.py reads besides the weights (which transformers loaded).
+    config = json.loads((tmp_path / "hf/config.json").read_text())
+    assert {"vocab_size", "max_source_positions", "d_model", "encoder_attention_heads", "encoder_layers",
+            "max_target_positions", "decoder_attention_heads", "decoder_layers", "num_mel_bins"} <= config.keys()
+    vocab = json.loads((tmp_path / "hf/vocab.json").read_text())
+    added = json.loads((tmp_path / "hf/added_tokens.json").read_text())
+    assert len(vocab) == 50257 and min(added.values()) == 50257 and config["vocab_size"] == 51864
+    import whisper
+    assert (Path(whisper.__file__).parent / "assets/mel_filters.npz").is_file()
 
 
 @pytest.mark.shared
