@@ -5,6 +5,7 @@ also through ct2-transformers-converter)."""
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -63,6 +64,15 @@ def test_export_command_writes_what_our_loader_reads_back(tmp_path, capsys, to):
     # The folder or file is there now: a second export must not write over it silently.
     assert main([str(tmp_path / "ckpt.pt"), "--to", to, str(tmp_path / OUT[to])]) == 2
     one_error_line(capsys.readouterr().err, str(tmp_path / OUT[to]), "--overwrite")
+
+
+def test_a_multilingual_fine_tune_keeps_its_language_in_the_huggingface_export(tmp_path):
+    """The trainer records the language; transformers then decodes in it without detecting."""
+    save_model(Whisper(replace(DIMS, n_vocab=51865)), tmp_path / "cs.pt", extra={"language": "cs", "step": 3})
+    assert main([str(tmp_path / "cs.pt"), "--to", "hf", str(tmp_path / "hf")]) == 0
+    generation = json.loads((tmp_path / "hf/generation_config.json").read_text())
+    assert generation["language"] == "<|cs|>" and generation["task"] == "transcribe"
+    assert generation["lang_to_id"]["<|cs|>"] == 50283 and generation["task_to_id"]["transcribe"] == 50359
 
 
 def test_export_refuses_a_noise_branch_in_one_line_unless_dropped(tmp_path, capsys):
