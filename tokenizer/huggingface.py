@@ -14,9 +14,9 @@ from typing import Any
 from .base import N_TIMESTAMPS
 from .whisper_bpe import WhisperTokenizer, load_ranks
 
-# Bytes that are printable Latin-1 characters stand for themselves; the other 68 (controls, space,
-# DEL, NBSP, soft hyphen) take the characters from U+0100 on, in byte order: " " is "Ġ".
 def _byte_chars() -> tuple[str, ...]:
+    """Character of each byte: printable Latin-1 stands for itself; the other 68 bytes (controls,
+    space, DEL, NBSP, soft hyphen) take the characters from U+0100 on, in byte order: " " is "Ġ"."""
     printable = {*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)}
     others = iter(range(256, 512))
     return tuple(chr(b) if b in printable else chr(next(others)) for b in range(256))
@@ -39,8 +39,8 @@ def merges(vocabulary: str) -> tuple[tuple[bytes, bytes], ...]:
 
     tiktoken keeps only ranks: it joins the adjacent pair whose concatenation has the lowest rank.
     The merge that makes a token is therefore found by running that rule on the token's bytes with
-    the lower ranks only: it ends in two parts. A token it cannot reach (it would end in three or
-    more) gets no merge, as in the published merge lists."""
+    the lower ranks only: it ends in two parts. A token the rule cannot reach (it would end in three
+    or more parts) gets no merge, since BPE never produces it."""
     ranks = load_ranks(vocabulary)
     found = []
     for token, rank in sorted(ranks.items(), key=lambda item: item[1]):

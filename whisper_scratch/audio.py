@@ -40,8 +40,10 @@ def _one_line(text: str) -> str:
 
 
 # libmpg123 (libsndfile's mp3 decoder) prints its complaints about a broken file straight to
-# fd 2: "Note: Illegal Audio-MPEG-Header ...", "[src/libmpg123/id3.c:...] error: ...".
-C_DECODER_MESSAGE = re.compile(r"(?m)(?:^|(?<=\r))(?:Note|Warning|Error): [^\r\n]*\n?|\[src/libmpg123/[^\r\n]*\n?")
+# fd 2: "Note: Illegal Audio-MPEG-Header ...", "[src/libmpg123/id3.c:...] error: ...", to the end
+# of the line, possibly right after a progress bar. Not after a letter, so that Python's
+# "UserWarning: ..." lines pass.
+C_DECODER_MESSAGE = re.compile(r"(?<![A-Za-z])(?:Note|Warning|Error): [^\r\n]*\n?|\[src/libmpg123/[^\r\n]*\n?")
 
 
 class _CStderr:
@@ -61,6 +63,7 @@ class _CStderr:
 
     @contextmanager
     def captured(self) -> Iterator[None]:
+        """Run the body with fd 2 captured (nested and concurrent uses share one capture)."""
         with self._lock:
             if self._depth == 0:
                 _flush_stderr()
@@ -76,22 +79,23 @@ class _CStderr:
                 if self._depth == 0:
                     self._restore()
 
-    def _restore(self) -> None:
+    def _restore(self, pass_on: bool = True) -> None:
         _flush_stderr()  # Python text written meanwhile belongs to the capture, in order
         os.dup2(self._saved, 2)
         os.close(self._saved)
         self._file.seek(0)
         rest = C_DECODER_MESSAGE.sub("", self._file.read().decode("utf-8", errors="replace"))
         self._file.close()
-        if rest:
+        if rest and pass_on:
             os.write(2, rest.encode("utf-8"))
 
     def _restore_in_child(self) -> None:
-        # A process forked mid-capture (a DataLoader worker) gets its own stderr back.
+        # A process forked mid-capture (a DataLoader worker) gets its own stderr back; what was
+        # captured so far is the parent's to pass on.
         self._lock = threading.Lock()
         if self._depth:
             self._depth = 0
-            self._restore()
+            self._restore(pass_on=False)
 
 
 def _flush_stderr() -> None:
