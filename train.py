@@ -15,6 +15,7 @@ from pathlib import Path
 
 from whisper_scratch.augment import AugmentConfig
 from whisper_scratch.data import DataConfig, DataError
+from whisper_scratch.metrics import SCORINGS
 from whisper_scratch.model import SIZES
 from whisper_scratch.trainer import PRECISIONS, TrainConfig, Trainer
 
@@ -83,6 +84,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     r.add_argument("--log-every", type=int, default=10)
     r.add_argument("--no-eval-before", action="store_true", help="skip the evaluation before training")
     r.add_argument("--max-eval-utterances", type=int)
+    r.add_argument("--scoring", choices=SCORINGS, default="standard",
+                   help="WER/CER: standard (openai-whisper's normaliser, plain jiwer) or lenient (ours, "
+                        "compounds joined; not comparable with published figures)")
     r.add_argument("--num-workers", type=int, default=2, help="DataLoader workers decoding audio")
     r.add_argument("--seed", type=int, default=1234)
     r.add_argument("--device", default="auto")

@@ -11,7 +11,8 @@ modes:
   directory  every audio file below --audio_dir (plus any --audio_path / --manifest files)
   batch      the audio of --manifest, --audio_dir and/or --audio_path, in batches of --batch_size
   evaluate   transcribe the clips of --manifest (or --reference_file) and score them against the
-             listed text: prints WER and CER; --output_file must be .json and receives
+             listed text: prints WER and CER (--scoring, default standard: openai-whisper's
+             normaliser and plain jiwer); --output_file must be .json and receives
              {"wer", "cer", "utterances": [{"audio", "reference", "hypothesis"}]}
 """
 from __future__ import annotations
@@ -27,7 +28,7 @@ import torch
 from whisper_scratch.checkpoint import load_model
 from whisper_scratch.decoding import DecodingOptions, tokenizer_for
 from whisper_scratch.manifest import AUDIO_EXTENSIONS, ManifestError, Utterance, list_audio, read_manifest
-from whisper_scratch.metrics import error_rates
+from whisper_scratch.metrics import SCORINGS, error_rates
 from whisper_scratch.transcriber import TranscribeOptions, transcribe_files
 from whisper_scratch.writers import SUPPORTED_EXTENSIONS, write_evaluation, write_results
 from tokenizer.base import normalize_language
@@ -127,6 +128,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fast", action="store_true",
                    help="--trim_padding --silence_padding, and --dtype bf16 on CPU (unless --dtype is given)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument("--scoring", choices=SCORINGS, default="standard",
+                   help="evaluate: standard (openai-whisper's normaliser and plain jiwer, as published WERs "
+                        "are scored; default) or lenient (our normaliser, compounds joined; lower figures that "
+                        "are not comparable with published ones)")
     args = p.parse_args(argv)
     if args.fast:
         args.trim_padding = args.silence_padding = True
@@ -392,7 +397,8 @@ def _evaluate(args: argparse.Namespace, results: list[dict], rows: list[Utteranc
     utterances = [{"audio": str(r.audio), "reference": r.text, "hypothesis": hyps.get(r.audio, "")} for r in rows]
     language = language or _common_language(rows, results)
     try:
-        rates = error_rates([u["reference"] for u in utterances], [u["hypothesis"] for u in utterances], language)
+        rates = error_rates([u["reference"] for u in utterances], [u["hypothesis"] for u in utterances], language,
+                            args.scoring)
     except ValueError as e:
         raise CliError(f"cannot score {args.manifest or args.reference_file}: {e}") from None
     if args.output_file:
@@ -402,7 +408,7 @@ def _evaluate(args: argparse.Namespace, results: list[dict], rows: list[Utteranc
             raise CliError(f"cannot write {args.output_file}: {_one_line(e)}") from None
         print(f"wrote the evaluation of {len(utterances)} utterances to {args.output_file}", file=sys.stderr)
     print(f"WER {rates['wer'] * 100:.2f}%  CER {rates['cer'] * 100:.2f}%  on {len(utterances)} utterances"
-          f" ({len(failed)} unreadable)")
+          f" ({len(failed)} unreadable), {args.scoring} scoring")
     if failed:
         print(f"{len(failed)} of {len(rows)} clips could not be read (listed above as skipped) and were "
               "scored as empty hypotheses", file=sys.stderr)

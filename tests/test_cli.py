@@ -22,6 +22,7 @@ if str(REPO) not in sys.path:  # transcribe.py is a script at the repo root, not
     sys.path.insert(0, str(REPO))
 
 import transcribe  # noqa: E402
+from whisper_scratch.metrics import error_rates  # noqa: E402
 
 JFK_WORDS = ("fellow americans", "ask not what your country can do for you")
 
@@ -99,6 +100,7 @@ def test_dash_aliases_match_underscore_flags():
     assert under.audio_path == ["a.wav"] and under.beam_size == 3 and under.batch_size == 4
     defaults = transcribe.parse_args([])
     assert (defaults.mode, defaults.task, defaults.language, defaults.beam_size) == ("single", "transcribe", None, None)
+    assert defaults.scoring == "standard"
 
 
 @pytest.mark.parametrize("argv, needle", [
@@ -106,6 +108,7 @@ def test_dash_aliases_match_underscore_flags():
     (["--task", "summarise"], "invalid choice"),
     (["--batch_size", "many"], "invalid int value"),
     (["--no_such_flag"], "unrecognized arguments"),
+    (["--scoring", "strict"], "invalid choice"),
 ])
 def test_argparse_errors_exit_2(capsys, argv, needle):
     code, _, err = run_cli(capsys, *argv)
@@ -546,7 +549,7 @@ def test_evaluate_small_json_report(capsys, tmp_path, tiny_en_dir, shared_data):
     target = tmp_path / "report" / "eval.json"
     code, out, err = run_cli(capsys, "--model_path", tiny_en_dir, "--mode", "evaluate", "--manifest", manifest,
                              "--output_file", target, "--batch_size", "4")
-    assert code == 0 and out.startswith("WER ") and "on 6 utterances (0 unreadable)" in out
+    assert code == 0 and out.startswith("WER ") and "on 6 utterances (0 unreadable), standard scoring" in out
     report = json.loads(target.read_text())
     assert set(report) == {"wer", "cer", "utterances"}
     assert [set(u) for u in report["utterances"]] == [{"audio", "reference", "hypothesis"}] * 6
@@ -554,6 +557,9 @@ def test_evaluate_small_json_report(capsys, tmp_path, tiny_en_dir, shared_data):
     assert [u["reference"] for u in report["utterances"]] == [r["text"] for r in rows]
     assert 0 <= report["wer"] <= 0.25 and 0 <= report["cer"] <= report["wer"] + 0.1
     assert f"{report['wer'] * 100:.2f}%" in out
+    rates = error_rates([u["reference"] for u in report["utterances"]], [u["hypothesis"] for u in report["utterances"]],
+                        "en")
+    assert (report["wer"], report["cer"]) == (rates["wer"], rates["cer"])
 
 
 @pytest.mark.shared
@@ -579,13 +585,16 @@ def test_evaluate_reference_file_with_unreadable_clip(capsys, tmp_path, tiny_en_
     _small_manifest(shared_data / "asterisk-en", manifest, 3, [missing])
     target = tmp_path / "eval.json"
     code, out, err = run_cli(capsys, "--model_path", tiny_en_dir, "--mode", "evaluate", "--reference-file", manifest,
-                             "--output-file", target)
-    assert code == 1 and "(1 unreadable)" in out
+                             "--output-file", target, "--scoring", "lenient")
+    assert code == 1 and "(1 unreadable), lenient scoring" in out
     assert any(line.startswith("skipped: audio file not found") for line in err.splitlines())
     report = json.loads(target.read_text())
     lost = report["utterances"][-1]
     assert lost == {"audio": missing["audio"], "reference": missing["text"], "hypothesis": ""}
     assert report["wer"] >= 3 / sum(len(u["reference"].split()) for u in report["utterances"])
+    rates = error_rates([u["reference"] for u in report["utterances"]], [u["hypothesis"] for u in report["utterances"]],
+                        "en", scoring="lenient")
+    assert (report["wer"], report["cer"]) == (rates["wer"], rates["cer"])
 
 
 # ================================================================ base (shared)
@@ -672,4 +681,22 @@ def test_base_evaluate_asterisk_en_report(asterisk_eval, record_property):
     assert "decoding in 'en', the language the listing gives" in asterisk_eval["stderr"]
     assert report["wer"] <= ASTERISK_REGRESSION_WER, summary
     assert report["cer"] <= ASTERISK_REGRESSION_CER, summary
+
+
+@pytest.mark.shared
+def test_base_asterisk_en_scored_as_the_field_scores(asterisk_eval):
+    """Standard scoring is openai-whisper's normaliser then plain jiwer: our normaliser gives its
+    output on every one of base's 563 hypotheses (and references), and the WER/CER are jiwer's."""
+    import jiwer
+    from whisper.normalizers import EnglishTextNormalizer as TheirEnglish
+
+    from whisper_scratch.normalizers import EnglishTextNormalizer
+
+    ours, theirs = EnglishTextNormalizer(), TheirEnglish()
+    utterances = asterisk_eval["report"]["utterances"]
+    texts = [u["hypothesis"] for u in utterances] + [u["reference"] for u in utterances]
+    assert [ours(t) for t in texts] == [theirs(t) for t in texts]
+    references, hypotheses = [theirs(u["reference"]) for u in utterances], [theirs(u["hypothesis"]) for u in utterances]
+    assert asterisk_eval["report"]["wer"] == pytest.approx(jiwer.wer(references, hypotheses), abs=1e-12)
+    assert asterisk_eval["report"]["cer"] == pytest.approx(jiwer.cer(references, hypotheses), abs=1e-12)
 

@@ -85,6 +85,7 @@ class TrainConfig:
     log_every: int = 10
     eval_before: bool = True
     max_eval_utterances: int | None = None
+    scoring: str = "standard"  # WER/CER scoring, see metrics.error_rates; "lenient" is opt-in
     num_workers: int = 2
     seed: int = 1234
     device: str = "auto"
@@ -378,7 +379,7 @@ class Trainer:
         self.model.train()
         if not refs:
             raise DataError("evaluation: no eval clip could be read (see the skipped lines above)")
-        rates = error_rates(refs, hyps, self.cfg.data.language)
+        rates = error_rates(refs, hyps, self.cfg.data.language, self.cfg.scoring)
         return {**rates, "examples": list(zip(refs[:3], hyps[:3]))}
 
     def _autocast(self):
