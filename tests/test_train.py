@@ -103,6 +103,19 @@ def run_cli(args: list[str], **kw) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
 
 
+def interrupt(args: list[str], out: Path, signum: int, after_steps: int) -> str:
+    """Run train.py, send `signum` once `after_steps` steps are logged; it must exit with 130. Returns its output."""
+    proc = run_cli(args)
+    deadline = time.time() + 600  # generous: a loaded machine can take minutes to get there
+    while not ((out / "metrics.jsonl").is_file() and len(losses(out)) >= after_steps):
+        assert time.time() < deadline and proc.poll() is None, f"no {after_steps} steps logged"
+        time.sleep(0.2)
+    proc.send_signal(signum)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, output
+    return output
+
+
 def test_resume_after_interrupt_is_exact(tmp_path):
     """SIGINT mid-run saves; --resume continues to the same losses and bit-identical weights."""
     common = ["--train-batch-size", "4", "--learning-rate", "1e-3", "--warmup-steps", "2",
@@ -110,13 +123,7 @@ def test_resume_after_interrupt_is_exact(tmp_path):
     full, cut = tmp_path / "full", tmp_path / "cut"
     assert train.main(asterisk_args(full, 12, *common)) == 0
 
-    proc = run_cli(asterisk_args(cut, 12, *common))
-    deadline = time.time() + 120
-    while time.time() < deadline and not ((cut / "metrics.jsonl").is_file() and len(losses(cut)) >= 3):
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
-    output, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 130, output
+    output = interrupt(asterisk_args(cut, 12, *common), cut, signal.SIGINT, after_steps=3)
     stopped_at = losses(cut)[-1][0]
     assert 3 <= stopped_at < 12, output
 
@@ -129,14 +136,8 @@ def test_resume_after_interrupt_is_exact(tmp_path):
 def test_sigterm_saves_last_and_exits_130(tmp_path):
     """SIGTERM (what schedulers send) stops after the current step, writes last/ at that step, exit 130."""
     out = tmp_path / "run"
-    proc = run_cli(asterisk_args(out, 500, "--train-batch-size", "4", "--no-eval-before", "--eval-every", "1000",
-                                 "--save-every", "1000"))
-    deadline = time.time() + 120
-    while time.time() < deadline and not ((out / "metrics.jsonl").is_file() and len(losses(out)) >= 2):
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
-    output, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 130, output
+    output = interrupt(asterisk_args(out, 500, "--train-batch-size", "4", "--no-eval-before", "--eval-every", "1000",
+                                     "--save-every", "1000"), out, signal.SIGTERM, after_steps=2)
     assert "received SIGTERM" in output and "continue with --resume" in output
     saved = safe_torch_load(out / "last" / "train_state.pt")["loop"]["step"]
     assert 2 <= saved < 500 and saved == losses(out)[-1][0]

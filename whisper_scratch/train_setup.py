@@ -1,30 +1,36 @@
-"""Building a training run from a TrainConfig: device, precision and torchrun's process group; the
-model and its tokenizer; which weights train; the optimizer and learning-rate schedule; the data
-(datasets, resumable batch sampler, loaders, optimizer-step groups). Nothing here runs a step:
-`trainer.py` does, and `train_state.py` saves and restores what a run has learned."""
+"""Building a training run from a TrainConfig (`build`): device, precision and torchrun's process
+group; the model and its tokenizer; which weights train; the optimizer and learning-rate schedule;
+the data (datasets, resumable batch sampler, loaders, optimizer-step groups); the resumable state,
+restored when resuming. Nothing here runs a step: `trainer.py` does."""
 from __future__ import annotations
 
 import math
 import os
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
+from tqdm import tqdm
 
 from tokenizer import SentencePieceWhisperTokenizer, TokenizerBase, load_tokenizer_dir, train_sentencepiece
 from tokenizer.base import CONFIG_FILE
 
 from .augment import Augment
 from .checkpoint import load_model
-from .data import Batch, ResumableBatchSampler, SpeechDataset, collate
+from .data import Batch, ResumableBatchSampler, SpeechDataset, collate, load_utterances
 from .decoding import DecodingOptions, tokenizer_for
+from .encoder_cache import CachedSpeechDataset, build_encoder_cache
 from .lora import add_lora
 from .manifest import Utterance
 from .model import SIZES, Whisper
+from .train_state import TrainState
 
 if TYPE_CHECKING:
     from .trainer import TrainConfig
@@ -38,6 +44,8 @@ class Distributed:
     def __init__(self, device: torch.device):
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.enabled = self.world > 1
+        if self.enabled and device.type == "cuda":
+            torch.cuda.set_device(device)  # NCCL's collectives and barriers use the current device
         if self.enabled and not dist.is_initialized():
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
         self.rank = dist.get_rank() if self.enabled else 0
@@ -78,6 +86,11 @@ def pick_precision(name: str, device: torch.device) -> torch.dtype:
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.float32
+
+
+def autocast(device: torch.device, dtype: torch.dtype) -> AbstractContextManager:
+    """Mixed precision for forward passes in `dtype`; nothing to do in fp32."""
+    return nullcontext() if dtype == torch.float32 else torch.autocast(device.type, dtype=dtype)
 
 
 def build_model(cfg: TrainConfig, texts: list[str], device: torch.device,
@@ -164,11 +177,12 @@ class TrainData:
     """The datasets of a run, the batch sampler that walks the training set (its position is part
     of the resumable state), and the loaders over them."""
 
-    train_set: SpeechDataset
-    eval_set: SpeechDataset
+    train_set: SpeechDataset | CachedSpeechDataset
+    eval_set: SpeechDataset | CachedSpeechDataset
     references: dict[str, str]  # eval audio path -> transcript
     sampler: ResumableBatchSampler
     sot: int  # start-of-transcript token, for the stand-in of an empty micro-batch
+    mel_shape: tuple[int, int]  # (n_mels, n_frames) of the model's window
     eval_batch_size: int
     num_workers: int
     pin_memory: bool
@@ -186,22 +200,53 @@ class TrainData:
     def stand_in(self) -> Batch:
         """One all-padding example with no label: what a rank whose micro-batch was all unreadable
         clips runs, at zero weight, so that DDP's gradient all-reduce stays in step."""
-        mel = torch.zeros(1, self.train_set.n_mels, self.train_set.n_frames)
+        mel = torch.zeros(1, *self.mel_shape)
         return Batch(mel=mel, tokens=torch.tensor([[self.sot]]), labels=torch.tensor([[-100]]), paths=[], skipped=[])
 
 
 def build_data(cfg: TrainConfig, train_utts: list[Utterance], eval_utts: list[Utterance], model: Whisper,
-               tokenizer: TokenizerBase, distributed: Distributed, device: torch.device) -> TrainData:
-    """Datasets sized for `model` (window length, mel bins, decoder context) and this rank's sampler."""
-    common = dict(tokenizer=tokenizer, n_mels=model.dims.n_mels, n_frames=2 * model.dims.n_audio_ctx,
+               tokenizer: TokenizerBase, distributed: Distributed, device: torch.device,
+               dtype: torch.dtype) -> TrainData:
+    """Datasets sized for `model` (window length, mel bins, decoder context), served from encoder
+    outputs with `cfg.cache_encoder`, and this rank's sampler."""
+    mel_shape = (model.dims.n_mels, 2 * model.dims.n_audio_ctx)
+    common = dict(tokenizer=tokenizer, n_mels=mel_shape[0], n_frames=mel_shape[1],
                   max_label_tokens=model.dims.n_text_ctx, language=cfg.data.language, task=cfg.data.task,
                   min_duration=cfg.data.min_duration, max_duration=cfg.data.max_duration)
-    train_set = SpeechDataset(train_utts, augment=Augment(cfg.augment), seed=cfg.seed, **common)
+    train_set = SpeechDataset(train_utts, augment=Augment(cfg.augment), seed=cfg.seed,
+                              timestamp_share=cfg.data.timestamp_share, **common)
     eval_set = SpeechDataset(eval_utts, augment=None, seed=cfg.seed, **common)
+    lengths = [train_set.n_tokens(i) for i in range(len(train_set))] if cfg.group_by_length else None
+    if cfg.cache_encoder:
+        train_set = cached_dataset(train_set, "train", cfg.cache_variants, cfg, model, distributed, device, dtype)
+        eval_set = cached_dataset(eval_set, "eval", 1, cfg, model, distributed, device, dtype)
     sampler = ResumableBatchSampler(len(train_set), cfg.train_batch_size, shuffle=True, seed=cfg.seed,
-                                    rank=distributed.rank, world_size=distributed.world)
+                                    rank=distributed.rank, world_size=distributed.world, lengths=lengths)
     return TrainData(train_set, eval_set, {str(u.audio): u.text for u in eval_utts}, sampler, tokenizer.sot,
-                     cfg.eval_batch_size, cfg.num_workers, device.type == "cuda")
+                     mel_shape, cfg.eval_batch_size, cfg.num_workers, device.type == "cuda")
+
+
+def cached_dataset(dataset: SpeechDataset, split: str, variants: int, cfg: TrainConfig, model: Whisper,
+                   distributed: Distributed, device: torch.device, dtype: torch.dtype) -> CachedSpeechDataset:
+    """`dataset` served from encoder outputs computed once (rank 0 builds, the others reuse)."""
+    if not cfg.freeze_encoder or cfg.lora_rank:
+        raise ValueError("--cache-encoder needs a frozen encoder: add --freeze-encoder (and no --lora-rank, "
+                         "whose adapters change the encoder)")
+    model.eval()
+
+    def encode(mel: torch.Tensor) -> torch.Tensor:
+        with autocast(device, dtype):
+            return model.embed_audio(mel.to(device))
+
+    folder = Path(cfg.output_dir) / "encoder_cache" / split
+    cache = None
+    for turn in ("main", "others"):
+        if (turn == "main") == distributed.main:
+            cache = build_encoder_cache(encode, model.encoder, dataset, folder, variants, cfg.eval_batch_size,
+                                        cfg.num_workers, cfg.cache_storage, desc=f"encoding {split} clips")
+        distributed.barrier()
+    model.train()
+    return CachedSpeechDataset(dataset, cache)
 
 
 def step_groups(batches: Iterable[Batch], grad_accum: int) -> Iterator[list[Batch]]:
@@ -214,3 +259,54 @@ def step_groups(batches: Iterable[Batch], grad_accum: int) -> Iterator[list[Batc
             group = []
     if group:
         yield group
+
+
+@dataclass
+class Setup:
+    """A run as built from its TrainConfig, before its first step."""
+
+    device: torch.device
+    distributed: Distributed
+    dtype: torch.dtype  # autocast precision
+    model: Whisper
+    module: nn.Module  # what the loop calls: the model, or DDP around it
+    tokenizer: TokenizerBase
+    params: list[torch.nn.Parameter]  # the ones that train
+    data: TrainData
+    state: TrainState  # restored from OUTPUT_DIR/last when cfg.resume
+    total_steps: int
+
+
+def build(cfg: TrainConfig) -> Setup:
+    """Everything a run needs, in an order that keeps random initialisation reproducible."""
+    device = pick_device(cfg.device)
+    distributed = Distributed(device)
+    dtype = pick_precision(cfg.precision, device)
+    torch.manual_seed(cfg.seed)
+    train_utts, counts = load_utterances(cfg.data, "train")
+    eval_utts, _ = load_utterances(cfg.data, "eval")
+    if cfg.max_eval_utterances:
+        eval_utts = eval_utts[:cfg.max_eval_utterances]
+    if distributed.main:
+        tqdm.write(f"train: {len(train_utts)} utterances {dict(counts)}; eval: {len(eval_utts)}")
+        Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
+    model, tokenizer = build_model(cfg, [u.text for u in train_utts], device, distributed)
+    params = configure_trainable(model, cfg)
+    model.to(device)
+    model.set_gradient_checkpointing(cfg.grad_checkpointing)
+    optimizer = make_optimizer(params, cfg, device)
+    data = build_data(cfg, train_utts, eval_utts, model, tokenizer, distributed, device, dtype)
+    steps_per_epoch = max(1, math.ceil(len(data.sampler) / cfg.grad_accum))
+    total_steps = cfg.max_steps or steps_per_epoch * cfg.num_epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, total_steps))
+    # fp16 needs loss scaling to keep small gradients from flushing to zero; bf16 does not.
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    state = TrainState(model, optimizer, scheduler, scaler, data.sampler)
+    if cfg.resume:
+        last = Path(cfg.output_dir) / "last"
+        state.load(last)
+        if distributed.main:
+            tqdm.write(f"resumed from {last} at step {state.step}")
+    module = DistributedDataParallel(model) if distributed.enabled else model
+    return Setup(device, distributed, dtype, model, module, tokenizer, params, data, state, total_steps)
+

@@ -18,20 +18,18 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from tokenizer import TokenizerBase
 
 from .augment import AugmentConfig
-from .data import IGNORE_INDEX, UNREADABLE, Batch, DataConfig, DataError, load_utterances
-from .decoding import DecodingOptions, decode
+from .data import IGNORE_INDEX, UNREADABLE, Batch, DataConfig, DataError
+from .decoding import DecodingOptions, decode, decode_features
 from .metrics import error_rates
 from .model import Whisper
 from .plots import plot_training
-from .train_setup import (PRECISIONS, Distributed, TrainData, build_data, build_model, configure_trainable,
-                          lr_factor, make_optimizer, pick_device, pick_precision, step_groups)
-from .train_state import SkipLog, TrainState, save_checkpoint
+from .train_setup import PRECISIONS, TrainData, autocast, build, step_groups
+from .train_state import SkipLog, save_checkpoint
 
 __all__ = ["PRECISIONS", "TrainConfig", "Trainer", "evaluate", "micro_batch_loss"]
 
@@ -71,6 +69,12 @@ class TrainConfig:
     precision: str = "auto"  # auto: bf16 (or fp16 + scaler) on GPU, fp32 on CPU
     grad_checkpointing: bool = False
     optimizer: str = "adamw"  # adamw | adamw8bit (bitsandbytes, CUDA only)
+    group_by_length: bool = False  # batches of similar label length (less padding)
+    # With a frozen encoder: encode each clip once (cache_variants augmented versions of it) and
+    # train and evaluate the decoder on the stored outputs (see encoder_cache).
+    cache_encoder: bool = False
+    cache_variants: int = 1
+    cache_storage: str = "fp32"  # fp16 halves the file; fp32 is exact
     # Loop.
     eval_every: int = 200
     save_every: int = 200
@@ -83,15 +87,12 @@ class TrainConfig:
     resume: bool = False
 
 
-def autocast(device: torch.device, dtype: torch.dtype):
-    """Mixed precision for forward passes in `dtype`; nothing to do in fp32."""
-    return nullcontext() if dtype == torch.float32 else torch.autocast(device.type, dtype=dtype)
-
-
 def micro_batch_loss(model: nn.Module, batch: Batch) -> Tensor:
     """Cross-entropy of one micro-batch (already on the model's device), summed over its label
-    tokens; the caller divides by the label tokens of the whole optimizer step."""
-    logits = model(batch.mel, batch.tokens)  # (B, T, n_vocab)
+    tokens; the caller divides by the label tokens of the whole optimizer step. The batch carries
+    log-mels, or with a cached encoder the encoder's outputs (`audio_features`)."""
+    mel = batch.mel if batch.audio_features is None else None
+    logits = model(mel, batch.tokens, audio_features=batch.audio_features)  # (B, T, n_vocab)
     return F.cross_entropy(logits.float().flatten(0, 1), batch.labels.flatten(), ignore_index=IGNORE_INDEX,
                            reduction="sum")
 
@@ -115,7 +116,10 @@ def evaluate(model: Whisper, tokenizer: TokenizerBase, data: TrainData, cfg: Tra
         pairs += [(data.references[s.path], "") for s in batch.skipped if s.kind == UNREADABLE]
         if len(batch):
             with autocast(model.device, dtype):
-                results = decode(model, batch.mel.to(model.device), options, tokenizer)
+                if batch.audio_features is None:
+                    results = decode(model, batch.mel.to(model.device), options, tokenizer)
+                else:
+                    results = decode_features(model, batch.audio_features.to(model.device), options, tokenizer)
             pairs += [(data.references[p], r.text) for p, r in zip(batch.paths, results)]
     model.train(was_training)
     unreadable = sum(s.kind == UNREADABLE for s in skipped)
@@ -156,37 +160,13 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg
-        self.device = pick_device(cfg.device)
-        self.dist = Distributed(self.device)
-        self.dtype = pick_precision(cfg.precision, self.device)
         self.out = Path(cfg.output_dir)
-        torch.manual_seed(cfg.seed)
-
-        train_utts, counts = load_utterances(cfg.data, "train")
-        eval_utts, _ = load_utterances(cfg.data, "eval")
-        if cfg.max_eval_utterances:
-            eval_utts = eval_utts[:cfg.max_eval_utterances]
-        self._say(f"train: {len(train_utts)} utterances {dict(counts)}; eval: {len(eval_utts)}")
-        if self.dist.main:
-            self.out.mkdir(parents=True, exist_ok=True)
-        self.model, self.tokenizer = build_model(cfg, [u.text for u in train_utts], self.device, self.dist)
-        self.params = configure_trainable(self.model, cfg)
-        self.model.to(self.device)
-        self.model.set_gradient_checkpointing(cfg.grad_checkpointing)
-        optimizer = make_optimizer(self.params, cfg, self.device)
-        self.data = build_data(cfg, train_utts, eval_utts, self.model, self.tokenizer, self.dist, self.device)
-        steps_per_epoch = max(1, math.ceil(len(self.data.sampler) / cfg.grad_accum))
-        self.total_steps = cfg.max_steps or steps_per_epoch * cfg.num_epochs
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, self.total_steps))
-        # fp16 needs loss scaling to keep small gradients from flushing to zero; bf16 does not.
-        scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
-        self.state = TrainState(self.model, optimizer, scheduler, scaler, self.data.sampler)
-        if cfg.resume:
-            self.state.load(self.out / "last")
-            self._say(f"resumed from {self.out / 'last'} at step {self.state.step}")
-        self.module = DistributedDataParallel(self.model) if self.dist.enabled else self.model
+        setup = build(cfg)
+        self.device, self.dist, self.dtype = setup.device, setup.distributed, setup.dtype
+        self.model, self.module, self.tokenizer, self.params = setup.model, setup.module, setup.tokenizer, setup.params
+        self.data, self.state, self.total_steps = setup.data, setup.state, setup.total_steps
         self.tensorboard = self._tensorboard()
-        self.eval_skipped = SkipLog()
+        self.eval_skipped = SkipLog()  # eval clips already named
 
     # ---- the loop ------------------------------------------------------------------------
     def run(self) -> dict:
@@ -328,6 +308,7 @@ class Trainer:
         return SummaryWriter(str(self.out / "tensorboard"))
 
     def _log(self, record: dict) -> None:
+        record = {**record, "wall_time": round(time.time(), 1)}
         self.state.history.append(record)
         if not self.dist.main:
             return
