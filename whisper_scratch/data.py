@@ -42,6 +42,7 @@ from .augment import Augment
 from .manifest import ManifestError, Utterance, read_folder, read_manifest
 
 IGNORE_INDEX = -100  # label value that torch.nn.functional.cross_entropy skips by default
+UNREADABLE = "unreadable audio"  # Skipped.kind of a clip that could not be decoded (evaluation scores it as empty)
 TIMESTAMP_STEP = 0.02  # seconds per Whisper timestamp token
 SPLITS = ("train", "eval")
 
@@ -175,7 +176,7 @@ class Skipped:
 
     path: str
     reason: str
-    kind: str = "unreadable audio"  # what the trainer counts it as
+    kind: str = UNREADABLE  # what the trainer counts it as
 
 
 @dataclass
