@@ -29,8 +29,9 @@ from whisper_scratch.checkpoint import load_model
 from whisper_scratch.decoding import DecodingOptions, tokenizer_for
 from whisper_scratch.manifest import AUDIO_EXTENSIONS, ManifestError, Utterance, list_audio, read_manifest
 from whisper_scratch.metrics import SCORINGS, error_rates
-from whisper_scratch.transcriber import TranscribeOptions, transcribe_files
-from whisper_scratch.writers import SUPPORTED_EXTENSIONS, write_evaluation, write_results
+from whisper_scratch.timing import APPEND_PUNCTUATIONS, PREPEND_PUNCTUATIONS
+from whisper_scratch.transcriber import Interrupted, TranscribeOptions, transcribe_files
+from whisper_scratch.writers import SUPPORTED_EXTENSIONS, LineOptions, write_evaluation, write_results
 from tokenizer.base import normalize_language
 from tokenizer.loading import tokenizer_beside
 
@@ -54,6 +55,13 @@ output (--output_file, format chosen by the extension: {', '.join(SUPPORTED_EXTE
          two audio files that differ only in extension keep it (a.wav -> a.wav.srt).
   without --output_file: single prints the text; directory and batch print "audio<TAB>text" lines.
 
+long recordings (over 30 s):
+  Transcribed window by window as openai-whisper's transcribe() does, always with timestamps: each
+  window starts where the last complete segment of the one before ended, and (unless
+  --condition_on_previous_text False) the text so far prompts it. A progress bar counts audio
+  seconds. A recording that fails part-way (or Ctrl-C) keeps the windows done: they are written,
+  and the file is listed as "skipped: ... decoding stopped at ...".
+
 bad audio:
   A missing, empty, undecodable or sample-less file is reported in one line on stderr. In single
   mode nothing else happens. In directory and batch modes the other files are still transcribed
@@ -67,7 +75,7 @@ exit status:
        modes everything else was transcribed and written
   {USAGE}    bad arguments, or a missing model / manifest / audio folder (found before any
        transcribing), or the output file could not be written
-  {INTERRUPTED}  interrupted (Ctrl-C)
+  {INTERRUPTED}  interrupted (Ctrl-C); the transcripts done so far are written (not in evaluate mode)
 """
 
 
@@ -116,6 +124,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dtype", choices=list(DTYPES), default=None, help="default fp16 on GPU, fp32 on CPU")
     p.add_argument("--timestamps", action="store_true", help="decode segment timestamps (implied by srt/vtt/tsv)")
     p.add_argument("--initial_prompt", "--initial-prompt", default=None, help="text to condition the first window on")
+    p.add_argument("--condition_on_previous_text", "--condition-on-previous-text", type=_bool, nargs="?",
+                   const=True, default=True, metavar="BOOL",
+                   help="long recordings: prompt each window with the text before it (default True; False "
+                        "makes windows independent, less prone to a repetition loop carrying on)")
+    p.add_argument("--clip_timestamps", "--clip-timestamps", type=_clip_timestamps, default=(),
+                   metavar="START,END,...",
+                   help="transcribe only these parts (seconds): start,end,start,end,...; an odd count's last "
+                        "part runs to the end")
+    p.add_argument("--word_timestamps", "--word-timestamps", type=_bool, nargs="?", const=True, default=False,
+                   metavar="BOOL", help="word-level timestamps (\"words\" in json; subtitles cut by word); "
+                                        "implies --timestamps")
+    p.add_argument("--prepend_punctuations", "--prepend-punctuations", default=PREPEND_PUNCTUATIONS,
+                   help="word timestamps: these join the word after them")
+    p.add_argument("--append_punctuations", "--append-punctuations", default=APPEND_PUNCTUATIONS,
+                   help="word timestamps: these join the word before them")
+    p.add_argument("--max_line_width", "--max-line-width", type=int, default=None,
+                   help="word timestamps: characters per subtitle line (srt, vtt, tsv)")
+    p.add_argument("--max_line_count", "--max-line-count", type=int, default=None,
+                   help="word timestamps: lines per subtitle (with --max_line_width)")
+    p.add_argument("--highlight_words", "--highlight-words", type=_bool, nargs="?", const=True, default=False,
+                   metavar="BOOL", help="word timestamps: underline each word as it is spoken (srt, vtt)")
+    p.add_argument("--hallucination_silence_threshold", "--hallucination-silence-threshold", type=float,
+                   default=None, metavar="SECONDS",
+                   help="word timestamps: skip silences longer than this around text that looks invented")
     p.add_argument("--no_fallback", "--no-fallback", action="store_true", help="greedy only, no temperature fallback")
     p.add_argument("--trim_padding", "--trim-padding", action="store_true",
                    help="faster on clips under 30 s: encode only the clip's frames (rounded up to 2 s) and take "
@@ -133,11 +165,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "are scored; default) or lenient (our normaliser, compounds joined; lower figures that "
                         "are not comparable with published ones)")
     args = p.parse_args(argv)
+    if args.word_timestamps:
+        args.timestamps = True
     if args.fast:
         args.trim_padding = args.silence_padding = True
         if args.dtype is None and not str(args.device).startswith("cuda"):
             args.dtype = "bf16"
     return args
+
+
+def _bool(text: str) -> bool:
+    """True/False, yes/no, 1/0 (any case), as openai-whisper's command line takes them."""
+    value = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}.get(text.lower())
+    if value is None:
+        raise argparse.ArgumentTypeError(f"expected True or False, got {text!r}")
+    return value
+
+
+def _clip_timestamps(text: str) -> tuple[float, ...]:
+    try:
+        points = tuple(float(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds separated by commas (e.g. 0,30,60), got {text!r}") from None
+    if any(b < a for a, b in zip(points, points[1:])) or any(t < 0 for t in points):
+        raise argparse.ArgumentTypeError(f"times must be non-negative and in order, got {text!r}")
+    return points
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,19 +229,39 @@ def _run(args: argparse.Namespace) -> int:
                                  without_timestamps=not timestamps, prompt=args.initial_prompt),
         batch_size=args.batch_size if args.mode != "single" else 1,
         temperatures=(0.0,) if args.no_fallback else TranscribeOptions.temperatures,
-        progress=args.mode != "single", trim_padding=args.trim_padding, silence_padding=args.silence_padding)
-    results, failed = transcribe_files(model, inputs, opts, tokenizer)
+        condition_on_previous_text=args.condition_on_previous_text,
+        trim_padding=args.trim_padding, silence_padding=args.silence_padding,
+        word_timestamps=args.word_timestamps, prepend_punctuations=args.prepend_punctuations,
+        append_punctuations=args.append_punctuations, clip_timestamps=args.clip_timestamps,
+        hallucination_silence_threshold=args.hallucination_silence_threshold)
+    interrupted = False
+    try:
+        results, failed = transcribe_files(model, inputs, opts, tokenizer)
+    except Interrupted as e:  # keep what was done
+        results, failed, interrupted = e.results, e.failed, True
 
-    if args.mode == "single":
-        if failed:
-            print(f"error: {failed[0][1]}", file=sys.stderr)
-            return UNREADABLE
-    else:
-        for _, error in failed:
-            print(f"skipped: {error}", file=sys.stderr)
+    for _, error in failed:
+        print(f"{'error' if args.mode == 'single' else 'skipped'}: {error}", file=sys.stderr)
+    if interrupted and args.mode == "evaluate":
+        print("interrupted: nothing scored", file=sys.stderr)
+        return INTERRUPTED
     if args.mode == "evaluate":
         return _evaluate(args, results, rows, failed, language)
+    if results:
+        _output(args, results)
+    if interrupted:
+        print(f"interrupted after {len(results)} of {len(inputs)} audio files (the last possibly in part)",
+              file=sys.stderr)
+        return INTERRUPTED
+    if failed:
+        if args.mode != "single":
+            print(f"{len(failed)} of {len(inputs)} audio files could not be read or finished (listed above as "
+                  f"skipped); the other {len(inputs) - len(failed)} were transcribed", file=sys.stderr)
+        return UNREADABLE
+    return OK
 
+
+def _output(args: argparse.Namespace, results: list[dict]) -> None:
     if args.output_file:
         _write(args, results)
     elif _output_formats(args):
@@ -197,11 +269,6 @@ def _run(args: argparse.Namespace) -> int:
     else:
         for r in results:
             print(r["text"] if args.mode == "single" else f"{r['audio']}\t{r['text']}")
-    if failed:
-        print(f"{len(failed)} of {len(inputs)} audio files could not be read (listed above as skipped); "
-              f"the other {len(results)} were transcribed", file=sys.stderr)
-        return UNREADABLE
-    return OK
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -212,6 +279,17 @@ def _check_args(args: argparse.Namespace) -> None:
         raise CliError(f"--beam_size must be at least 1, got {args.beam_size} (leave it out for greedy decoding)")
     if args.best_of < 1:
         raise CliError(f"--best_of must be at least 1, got {args.best_of}")
+    word_options = {"--max_line_width": args.max_line_width, "--max_line_count": args.max_line_count,
+                    "--highlight_words": args.highlight_words,
+                    "--hallucination_silence_threshold": args.hallucination_silence_threshold}
+    for flag, value in word_options.items():
+        if value and not args.word_timestamps:
+            raise CliError(f"{flag} needs --word_timestamps (it works on word timings)")
+    for flag in ("--max_line_width", "--max_line_count"):
+        if (word_options[flag] or 1) < 1:
+            raise CliError(f"{flag} must be at least 1, got {word_options[flag]}")
+    if args.max_line_count and not args.max_line_width:
+        raise CliError("--max_line_count needs --max_line_width (lines are cut by width)")
     if args.threads is not None and args.threads < 1:
         raise CliError(f"--threads must be at least 1, got {args.threads}")
     if str(args.device).startswith("cuda") and not torch.cuda.is_available():
@@ -337,16 +415,17 @@ def _check_language(args: argparse.Namespace, model, tokenizer, rows: list[Utter
 
 
 def _write(args: argparse.Namespace, results: list[dict]) -> None:
+    lines = LineOptions(args.max_line_width, args.max_line_count, args.highlight_words)
     try:
         if _suffix(args.output_file) in SUBTITLES and args.mode != "single":
             targets = _subtitle_targets(results, Path(args.output_file))
             for r, target in targets:
-                write_results([r], target)
+                write_results([r], target, lines)
             folder = Path(args.output_file).parent
             print(f"wrote {len(targets)} subtitle files ({_suffix(args.output_file)}, one per audio) "
                   f"to {folder}", file=sys.stderr)
         else:
-            write_results(results, args.output_file)
+            write_results(results, args.output_file, lines)
             print(f"wrote {len(results)} transcript{'s' * (len(results) != 1)} to {args.output_file}",
                   file=sys.stderr)
     except OSError as e:
@@ -364,10 +443,11 @@ def _write_per_audio(args: argparse.Namespace, results: list[dict]) -> None:
     """openai-whisper's habit: OUTPUT_DIR/<audio name>.<format> for every audio and format."""
     folder = Path(args.output_dir or ".")
     formats = _output_formats(args)
+    lines = LineOptions(args.max_line_width, args.max_line_count, args.highlight_words)
     try:
         for fmt in formats:
             for r, target in _subtitle_targets(results, folder / f"out.{fmt}"):
-                write_results([r], target)
+                write_results([r], target, lines)
     except OSError as e:
         raise CliError(f"cannot write into {folder}: {_one_line(e)}") from None
     print(f"wrote {', '.join(formats)} for {len(results)} audio file{'s' * (len(results) != 1)} to {folder}",

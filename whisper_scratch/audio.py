@@ -206,13 +206,51 @@ def log_mel_spectrogram(audio: torch.Tensor | np.ndarray | str | Path, n_mels: i
         audio = F.pad(audio, (0, padding))
     window = torch.hann_window(N_FFT, device=audio.device)
     stft = torch.stft(audio, N_FFT, HOP_LENGTH, window=window, center=True, pad_mode="reflect", return_complex=True)
-    power = stft[..., :-1].abs() ** 2  # the last centred frame hangs past the end; Whisper drops it
-    mel = mel_filters(n_mels, device=audio.device) @ power
-    log_spec = torch.clamp(mel, min=1e-10).log10()
+    log_spec = _log10_mel(stft[..., :-1], n_mels)  # the last centred frame hangs past the end; Whisper drops it
     # 80 dB dynamic range below each example's own peak, so batching never changes an example's result.
-    peak = log_spec.amax(dim=(-2, -1), keepdim=True)
-    log_spec = torch.maximum(log_spec, peak - 8.0)
-    return (log_spec + 4.0) / 4.0
+    return _scaled(log_spec, log_spec.amax(dim=(-2, -1), keepdim=True))
+
+
+def _log10_mel(stft: torch.Tensor, n_mels: int) -> torch.Tensor:
+    """log10 mel power (..., n_mels, frames) of an STFT (..., N_FFT // 2 + 1, frames)."""
+    mel = mel_filters(n_mels, device=stft.device) @ stft.abs() ** 2
+    return torch.clamp(mel, min=1e-10).log10()
+
+
+def _scaled(log_spec: torch.Tensor, peak: torch.Tensor | float) -> torch.Tensor:
+    """Whisper's scaling of log10 mel power: floored 80 dB below `peak`, then (x + 4) / 4."""
+    return (torch.maximum(log_spec, torch.as_tensor(peak) - 8.0) + 4.0) / 4.0
+
+
+class LogMelFrames:
+    """The log-mel of a long recording computed a window at a time: `frames(a, b)` is exactly
+    `log_mel_spectrogram(audio, n_mels, padding)[:, a:b]`, but the whole spectrogram (an hour is
+    115 MB, its STFT several times that) never exists, so memory stays at the audio itself.
+
+    The 80 dB floor needs the recording's peak, found by one pass over it in `chunk`-frame pieces."""
+
+    def __init__(self, audio: np.ndarray | torch.Tensor, n_mels: int = 80, padding: int = 0, chunk: int = N_FRAMES):
+        self.audio = torch.as_tensor(audio, dtype=torch.float32)  # shares a float32 array's memory
+        self.n_mels = n_mels
+        self.n_samples = len(self.audio) + padding  # the padding zeros are never allocated
+        self.n_frames = self.n_samples // HOP_LENGTH
+        self.peak = max(float(self._log10(a, min(a + chunk, self.n_frames)).max())
+                        for a in range(0, self.n_frames, chunk))
+
+    def _log10(self, start: int, stop: int) -> torch.Tensor:
+        # Sample positions of frames start..stop-1 in the centred (reflect-padded) signal.
+        pos = torch.arange(start * HOP_LENGTH, (stop - 1) * HOP_LENGTH + N_FFT) - N_FFT // 2
+        pos = pos.abs()  # reflection at the start
+        pos = torch.where(pos >= self.n_samples, 2 * (self.n_samples - 1) - pos, pos)  # and at the end
+        inside = pos < len(self.audio)
+        signal = torch.where(inside, self.audio[pos.clamp(max=len(self.audio) - 1)], 0.0)
+        window = torch.hann_window(N_FFT)
+        return _log10_mel(torch.stft(signal, N_FFT, HOP_LENGTH, window=window, center=False, return_complex=True),
+                          self.n_mels)
+
+    def frames(self, start: int, stop: int) -> torch.Tensor:
+        """Log-mel frames start..stop-1: (n_mels, stop - start)."""
+        return _scaled(self._log10(start, stop), self.peak)
 
 
 def log_mel_window(audio: torch.Tensor | np.ndarray, n_mels: int = 80, n_frames: int = N_FRAMES,
