@@ -25,11 +25,13 @@ from pathlib import Path
 
 import torch
 
+from whisper_scratch.batched import transcribe_files_batched
 from whisper_scratch.checkpoint import load_model
 from whisper_scratch.decoding import DecodingOptions, tokenizer_for
 from whisper_scratch.manifest import AUDIO_EXTENSIONS, ManifestError, Utterance, list_audio, read_manifest
 from whisper_scratch.metrics import SCORINGS, error_rates
 from whisper_scratch.transcriber import TranscribeOptions, transcribe_files
+from whisper_scratch.vad import VadUnavailable, silero_weights_path
 from whisper_scratch.writers import SUPPORTED_EXTENSIONS, write_evaluation, write_results
 from tokenizer.base import normalize_language
 from tokenizer.loading import tokenizer_beside
@@ -127,6 +129,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "short clips; transcripts differ from the reference implementations'")
     p.add_argument("--fast", action="store_true",
                    help="--trim_padding --silence_padding, and --dtype bf16 on CPU (unless --dtype is given)")
+    p.add_argument("--batched", action="store_true",
+                   help="Silero VAD cuts each recording's speech into chunks of up to 30 s, decoded --batch_size "
+                        "at a time without the previous text as prompt (faster-whisper's batched mode; needs "
+                        "pip install 'whisper-scratch[vad]')")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     p.add_argument("--scoring", choices=SCORINGS, default="standard",
                    help="evaluate: standard (openai-whisper's normaliser and plain jiwer, as published WERs "
@@ -175,10 +181,11 @@ def _run(args: argparse.Namespace) -> int:
         decoding=DecodingOptions(task=args.task, language=language, beam_size=args.beam_size,
                                  best_of=args.best_of, seed=args.seed,
                                  without_timestamps=not timestamps, prompt=args.initial_prompt),
-        batch_size=args.batch_size if args.mode != "single" else 1,
+        batch_size=args.batch_size if args.mode != "single" or args.batched else 1,
         temperatures=(0.0,) if args.no_fallback else TranscribeOptions.temperatures,
         progress=args.mode != "single", trim_padding=args.trim_padding, silence_padding=args.silence_padding)
-    results, failed = transcribe_files(model, inputs, opts, tokenizer)
+    transcribe = transcribe_files_batched if args.batched else transcribe_files
+    results, failed = transcribe(model, inputs, opts, tokenizer)
 
     if args.mode == "single":
         if failed:
@@ -223,6 +230,11 @@ def _check_args(args: argparse.Namespace) -> None:
             raise CliError("evaluate writes one JSON report: use --output_file report.json, not --output_dir")
         if args.output_dir and Path(args.output_dir).exists() and not Path(args.output_dir).is_dir():
             raise CliError(f"--output_dir {args.output_dir} is a file; give a folder")
+    if args.batched:
+        try:
+            silero_weights_path()
+        except VadUnavailable as e:
+            raise CliError(f"--batched: {e}") from None
     if args.output_file:
         suffix = _suffix(args.output_file)
         if args.mode == "evaluate" and suffix != ".json":

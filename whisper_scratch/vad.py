@@ -99,7 +99,7 @@ def silero_weights_path() -> Path:
         raise VadUnavailable(f"voice activity detection needs the silero-vad package: {INSTALL}")
     path = Path(next(iter(spec.submodule_search_locations))) / WEIGHTS
     if not path.is_file():
-        raise VadUnavailable(f"{path} is missing (silero-vad 6.2 or newer ships it): "
+        raise VadUnavailable(f"{path} is missing (silero-vad 6.2.3 ships it): "
                              "pip install -U silero-vad")
     return path
 
