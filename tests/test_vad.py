@@ -151,7 +151,7 @@ def _runs(rng: np.random.Generator, n: int) -> np.ndarray:
     out = []
     while sum(len(r) for r in out) < n:
         kind = rng.choice(["speech", "silence", "between", "long"], p=[0.45, 0.35, 0.15, 0.05])
-        length = {"speech": rng.integers(1, 300), "silence": rng.integers(1, 80), "between": rng.integers(1, 10),
+        length = {"speech": rng.integers(1, 300), "silence": rng.integers(1, 150), "between": rng.integers(1, 10),
                   "long": rng.integers(900, 2500)}[kind]
         low, high = {"speech": (0.5, 1.0), "silence": (0.0, 0.34), "between": (0.34, 0.5), "long": (0.5, 1.0)}[kind]
         out.append(rng.uniform(low, high, length))
@@ -168,6 +168,7 @@ def _runs(rng: np.random.Generator, n: int) -> np.ndarray:
 def test_speech_intervals_follow_faster_whisper_rules(monkeypatch, opts):
     from faster_whisper import vad as fw_vad
 
+    found = 0
     for seed in range(5):
         probs = _runs(np.random.default_rng(seed), 6000)  # 192 s
         n_samples = (len(probs) - 1) * WINDOW + 100  # faster-whisper pads to len(probs) windows
@@ -175,7 +176,8 @@ def test_speech_intervals_follow_faster_whisper_rules(monkeypatch, opts):
         expected = [(s["start"], s["end"]) for s in
                     fw_vad.get_speech_timestamps(np.zeros(n_samples, np.float32), fw_vad.VadOptions(**asdict(opts)))]
         assert speech_intervals(probs, n_samples, opts) == expected, seed
-        assert len(expected) >= 5
+        found += len(expected)
+    assert found >= 20
 
 
 @pytest.mark.shared
