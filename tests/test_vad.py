@@ -76,6 +76,29 @@ def test_times_map_back_to_the_recording():
     assert chunk.to_recording([(1.0, 9.0)]) == [(11.0, 35.0)]
 
 
+def test_a_chunk_whose_decoding_stops_early_is_decoded_again_from_its_last_boundary():
+    from tokenizer import get_tokenizer
+    from whisper_scratch.batched import _rest
+    from whisper_scratch.decoding import DecodingResult
+
+    tk = get_tokenizer(False)
+    ts, hello, world = tk.timestamp_begin, tk.encode(" hello"), tk.encode(" world")
+    chunk = Chunk(((0, 8 * SR), (20 * SR, 32 * SR)))  # 20 s
+
+    def rest(tokens):
+        r = DecodingResult("en", list(tokens), "", 0.0, 0.0, 0.0, 1.0)
+        return _rest(r, chunk, tk), r.tokens
+
+    # Stopped at the start of a segment (two timestamps at the end), or inside one: seek to 10 s.
+    for tail in ([ts + 500], [ts + 500, *world]):
+        assert rest([ts, *hello, ts + 500, *tail]) == (Chunk(((22 * SR, 32 * SR),)), [ts, *hello, ts + 500])
+    # Finished on a closing timestamp, or without any boundary to seek to: nothing left.
+    done = [ts, *hello, ts + 500, ts + 500, *world, ts + 900]
+    assert rest(done) == (None, done)
+    assert rest([ts, *hello, *world]) == (None, [ts, *hello, *world])
+    assert rest([*hello, *world]) == (None, [*hello, *world])
+
+
 # --- the detector -----------------------------------------------------------------------------
 
 def test_long_recordings_are_encoded_in_blocks_with_the_same_result(monkeypatch):

@@ -127,9 +127,9 @@ class _Recording:
 
 
 def _rest(r: DecodingResult, chunk: Chunk, tk: WhisperTokenizer) -> Chunk | None:
-    """What is left of `chunk` to decode again when its decoding stopped at the start of a segment
-    it did not finish (the tokens end on two timestamps after the last complete segment), as the
-    sequential path seeks there; r.tokens are cut to the complete segments."""
+    """The part of `chunk` to decode again when its timestamped decoding did not end on a closing
+    timestamp (it stopped at the start of a segment, or inside one): the rest from the last
+    boundary between two segments, where the sequential path would seek. r.tokens are cut there."""
     ts = tk.timestamp_begin
     pairs = [i for i in range(1, len(r.tokens)) if r.tokens[i] >= ts and r.tokens[i - 1] >= ts]
     ends_single = len(r.tokens) >= 2 and r.tokens[-1] >= ts > r.tokens[-2]
@@ -187,10 +187,13 @@ def _result(rec: _Recording, model: Whisper, opts: TranscribeOptions, tokenizer:
     """The sequential path's result dict: {"text", "language", "segments", "duration"}."""
     segments = []
     decoded = [part for parts in rec.parts for part in parts if part[1].tokens]
+    # Without timestamps a segment is a whole chunk: nothing to move onto a seam.
+    tolerance = 0.0 if opts.decoding.without_timestamps else SEAM_TOLERANCE
     for chunk, r in decoded:
         pieces = segments_from_tokens(r.tokens, _tokenizer(model, r, opts, tokenizer))
         duration = chunk.n_samples / SAMPLE_RATE
-        times = chunk.to_recording([(s["start"], s["end"] if s["end"] is not None else duration) for s in pieces])
+        times = chunk.to_recording([(s["start"], s["end"] if s["end"] is not None else duration) for s in pieces],
+                                   tolerance)
         segments += [{"start": start, "end": end, "text": s["text"]} for (start, end), s in zip(times, pieces)]
     languages = Counter(r.language for _, r in decoded)
     language = languages.most_common(1)[0][0] if languages else opts.decoding.language

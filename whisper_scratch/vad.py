@@ -75,9 +75,8 @@ class SileroVAD(nn.Module):
         spec = self.stft(x)
         half = N_FFT // 2 + 1
         magnitude = (spec[:, :half] ** 2 + spec[:, half:] ** 2).sqrt()
-        return self.encoder(magnitude).mean(dim=-1)  # the time axis is 1 long by now
+        return self.encoder(magnitude).squeeze(-1)  # the strided convolutions leave one time step
 
-    @torch.no_grad()
     def forward(self, audio: Tensor) -> Tensor:
         """audio (T,) at 16 kHz, T a multiple of WINDOW -> speech probability per window (T // WINDOW,)."""
         if audio.ndim != 1 or audio.shape[0] % WINDOW:
