@@ -25,12 +25,14 @@ from pathlib import Path
 
 import torch
 
+from whisper_scratch.batched import transcribe_files_batched
 from whisper_scratch.checkpoint import load_model
 from whisper_scratch.decoding import DecodingOptions, tokenizer_for
 from whisper_scratch.manifest import AUDIO_EXTENSIONS, ManifestError, Utterance, list_audio, read_manifest
 from whisper_scratch.metrics import SCORINGS, error_rates
 from whisper_scratch.timing import APPEND_PUNCTUATIONS, PREPEND_PUNCTUATIONS
 from whisper_scratch.transcriber import Interrupted, TranscribeOptions, transcribe_files
+from whisper_scratch.vad import VadUnavailable, silero_weights_path
 from whisper_scratch.writers import SUPPORTED_EXTENSIONS, LineOptions, write_evaluation, write_results
 from tokenizer.base import normalize_language
 from tokenizer.loading import tokenizer_beside
@@ -159,6 +161,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "short clips; transcripts differ from the reference implementations'")
     p.add_argument("--fast", action="store_true",
                    help="--trim_padding --silence_padding, and --dtype bf16 on CPU (unless --dtype is given)")
+    p.add_argument("--batched", action="store_true",
+                   help="Silero VAD cuts each recording's speech into chunks of up to 30 s, decoded --batch_size "
+                        "at a time without the previous text as prompt (faster-whisper's batched mode; needs "
+                        "pip install 'whisper-scratch[vad]')")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     p.add_argument("--scoring", choices=SCORINGS, default="standard",
                    help="evaluate: standard (openai-whisper's normaliser and plain jiwer, as published WERs "
@@ -227,16 +233,17 @@ def _run(args: argparse.Namespace) -> int:
         decoding=DecodingOptions(task=args.task, language=language, beam_size=args.beam_size,
                                  best_of=args.best_of, seed=args.seed,
                                  without_timestamps=not timestamps, prompt=args.initial_prompt),
-        batch_size=args.batch_size if args.mode != "single" else 1,
+        batch_size=args.batch_size if args.mode != "single" or args.batched else 1,
         temperatures=(0.0,) if args.no_fallback else TranscribeOptions.temperatures,
         condition_on_previous_text=args.condition_on_previous_text,
         trim_padding=args.trim_padding, silence_padding=args.silence_padding,
         word_timestamps=args.word_timestamps, prepend_punctuations=args.prepend_punctuations,
         append_punctuations=args.append_punctuations, clip_timestamps=args.clip_timestamps,
         hallucination_silence_threshold=args.hallucination_silence_threshold)
+    transcribe = transcribe_files_batched if args.batched else transcribe_files
     interrupted = False
     try:
-        results, failed = transcribe_files(model, inputs, opts, tokenizer)
+        results, failed = transcribe(model, inputs, opts, tokenizer)
     except Interrupted as e:  # keep what was done
         results, failed, interrupted = e.results, e.failed, True
 
@@ -301,6 +308,11 @@ def _check_args(args: argparse.Namespace) -> None:
             raise CliError("evaluate writes one JSON report: use --output_file report.json, not --output_dir")
         if args.output_dir and Path(args.output_dir).exists() and not Path(args.output_dir).is_dir():
             raise CliError(f"--output_dir {args.output_dir} is a file; give a folder")
+    if args.batched:
+        try:
+            silero_weights_path()
+        except VadUnavailable as e:
+            raise CliError(f"--batched: {e}") from None
     if args.output_file:
         suffix = _suffix(args.output_file)
         if args.mode == "evaluate" and suffix != ".json":
