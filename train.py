@@ -2,6 +2,7 @@
 
   python train.py --local-data-dir cv-corpus-17.0/cs --init base --language cs
   python train.py --train-manifest train.jsonl --eval-manifest dev.jsonl --whisper-size tiny --vocab-size 2000
+  python train.py --dataset my_saved_dataset --eval-split validation --init base --language mn
   torchrun --nproc_per_node 4 train.py …        (DDP: one process per GPU)
 
 Flags may also come from a preset file: `python train.py @configs/demo.args` (one flag per line).
@@ -25,10 +26,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                 fromfile_prefix_chars="@")
     d = p.add_argument_group("data")
     d.add_argument("--local-data-dir", type=Path, help="Common Voice language folder (train.tsv, dev.tsv, clips/)")
-    d.add_argument("--train-split", default="train", help="Common Voice split for training (train, validated, …)")
-    d.add_argument("--eval-split", default="dev", help="Common Voice split for evaluation (dev, test, …)")
+    d.add_argument("--train-split", default="train",
+                   help="split for training: a Common Voice .tsv name (train, validated, …) or a --dataset split")
+    d.add_argument("--eval-split", default="dev",
+                   help="split for evaluation: a Common Voice .tsv name (dev, test, …) or a --dataset split")
     d.add_argument("--train-manifest", type=Path, help="JSONL/CSV manifest or a folder of audio + .txt")
     d.add_argument("--eval-manifest", type=Path, help="JSONL/CSV manifest or a folder of audio + .txt")
+    d.add_argument("--dataset", help="Hugging Face dataset: a save_to_disk folder, a folder of parquet/arrow "
+                                     "shards or an audiofolder, or a Hub name; --train-split and --eval-split "
+                                     "name its splits (e.g. --eval-split validation)")
+    d.add_argument("--dataset-config", help="the dataset's Hub configuration (e.g. a Common Voice language)")
+    d.add_argument("--audio-column", default="audio", help="--dataset: the audio column (default audio)")
+    d.add_argument("--text-column", help="--dataset: the transcript column (default: text, sentence, "
+                                         "transcription or transcript, whichever it has)")
     d.add_argument("--language", help="language code of the data (sets the <|lang|> token)")
     d.add_argument("--task", default="transcribe", choices=["transcribe", "translate"])
     d.add_argument("--keep-chars", help="allowed characters; transcripts are normalised to this set")

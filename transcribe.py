@@ -5,14 +5,15 @@
   python transcribe.py --model_path ckpt/ --mode batch --manifest test.jsonl --output_file out.tsv
   python transcribe.py --model_path base --mode evaluate --manifest test.jsonl --output_file eval.json
   python transcribe.py --model_path base --audio_path clip.flac --output_dir out/ --output_format all
+  python transcribe.py --model_path base --mode evaluate --dataset my_saved_dataset --split test
 
 modes:
   single     one --audio_path; its text goes to stdout (or --output_file)
   directory  every audio file below --audio_dir (plus any --audio_path / --manifest files)
   batch      the audio of --manifest, --audio_dir and/or --audio_path, in batches of --batch_size
-  evaluate   transcribe the clips of --manifest (or --reference_file) and score them against the
-             listed text: prints WER and CER (--scoring, default standard: openai-whisper's
-             normaliser and plain jiwer); --output_file must be .json and receives
+  evaluate   transcribe the clips of --manifest (or --reference_file, or a Hugging Face --dataset)
+             and score them against the listed text: prints WER and CER (--scoring, default standard:
+             openai-whisper's normaliser and plain jiwer); --output_file must be .json and receives
              {"wer", "cer", "utterances": [{"audio", "reference", "hypothesis"}]}
 """
 from __future__ import annotations
@@ -28,6 +29,7 @@ import torch
 from whisper_scratch.batched import transcribe_files_batched
 from whisper_scratch.checkpoint import load_model
 from whisper_scratch.decoding import DecodingOptions, tokenizer_for
+from whisper_scratch.hf_dataset import read_dataset
 from whisper_scratch.manifest import AUDIO_EXTENSIONS, ManifestError, Utterance, list_audio, read_manifest
 from whisper_scratch.metrics import SCORINGS, error_rates
 from whisper_scratch.timing import APPEND_PUNCTUATIONS, PREPEND_PUNCTUATIONS
@@ -103,6 +105,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                       "and evaluate); audio paths are relative to the listing")
     p.add_argument("--reference_file", "--reference-file",
                    help="evaluate: the references, same formats as --manifest (give one of the two)")
+    p.add_argument("--dataset", help="evaluate: a Hugging Face dataset instead of a listing: a save_to_disk "
+                                     "folder, a folder of parquet/arrow shards or an audiofolder, or a Hub name")
+    p.add_argument("--dataset_config", "--dataset-config", help="the dataset's Hub configuration (e.g. a language)")
+    p.add_argument("--split", default="test", help="the dataset split to evaluate (default test)")
+    p.add_argument("--audio_column", "--audio-column", default="audio", help="the dataset's audio column")
+    p.add_argument("--text_column", "--text-column",
+                   help="the dataset's transcript column (default: text, sentence, transcription or transcript)")
     p.add_argument("--output_file", "--output-file",
                    help="txt, json, srt, vtt or tsv, chosen by extension (see below); evaluate: .json")
     p.add_argument("--output_dir", "--output-dir", default=None,
@@ -324,6 +333,9 @@ def _check_args(args: argparse.Namespace) -> None:
         if Path(args.output_file).is_dir():
             raise CliError(f"--output_file {args.output_file} is a folder; give a file name such as "
                            f"{Path(args.output_file) / ('out' + suffix if suffix else 'out.json')}")
+    if args.mode != "evaluate" and (args.reference_file or args.dataset):
+        raise CliError(f"--{'reference_file' if args.reference_file else 'dataset'} is for --mode evaluate, "
+                       f"not {args.mode}")
     if args.mode == "single":
         if args.audio_dir or args.manifest:
             raise CliError("single mode takes one --audio_path; use --mode directory or batch for "
@@ -333,15 +345,15 @@ def _check_args(args: argparse.Namespace) -> None:
                            "(use --mode batch for several files)")
     elif args.mode == "evaluate":
         if args.audio_path or args.audio_dir:
-            raise CliError("evaluate reads its audio from --manifest (or --reference_file); "
+            raise CliError("evaluate reads its audio from --manifest (or --reference_file, or --dataset); "
                            "drop --audio_path / --audio_dir")
-        if args.manifest and args.reference_file:
-            raise CliError("evaluate takes --manifest or --reference_file, not both")
-        if not (args.manifest or args.reference_file):
+        given = [flag for flag in ("manifest", "reference_file", "dataset") if getattr(args, flag)]
+        if len(given) > 1:
+            raise CliError(f"evaluate takes one of --manifest, --reference_file and --dataset, "
+                           f"got --{' and --'.join(given)}")
+        if not given:
             raise CliError("evaluate needs --manifest (or --reference_file): a .jsonl/.csv/.tsv listing "
-                           "audio and text")
-    elif args.reference_file:
-        raise CliError(f"--reference_file is for --mode evaluate, not {args.mode}")
+                           "audio and text; or --dataset, a Hugging Face dataset")
 
 
 def _suffix(path: str | None) -> str:
@@ -352,8 +364,9 @@ def _inputs(args: argparse.Namespace) -> tuple[list[Path], list[Utterance]]:
     """Audio paths for the mode, and the listing's rows (audio + reference) for evaluate."""
     try:
         if args.mode == "evaluate":
-            listing = args.manifest or args.reference_file
-            rows = read_manifest(listing)
+            listing = _listing(args)
+            rows = (read_dataset(args.dataset, args.split, config=args.dataset_config, audio_column=args.audio_column,
+                                 text_column=args.text_column) if args.dataset else read_manifest(listing))
             if not rows:
                 raise CliError(f"{listing} lists no utterances")
             return [r.audio for r in rows], rows
@@ -492,7 +505,7 @@ def _evaluate(args: argparse.Namespace, results: list[dict], rows: list[Utteranc
         rates = error_rates([u["reference"] for u in utterances], [u["hypothesis"] for u in utterances], language,
                             args.scoring)
     except ValueError as e:
-        raise CliError(f"cannot score {args.manifest or args.reference_file}: {e}") from None
+        raise CliError(f"cannot score {_listing(args)}: {e}") from None
     if args.output_file:
         try:
             write_evaluation(args.output_file, rates["wer"], rates["cer"], utterances)
@@ -506,6 +519,11 @@ def _evaluate(args: argparse.Namespace, results: list[dict], rows: list[Utteranc
               "scored as empty hypotheses", file=sys.stderr)
         return UNREADABLE
     return OK
+
+
+def _listing(args: argparse.Namespace) -> str:
+    """What evaluate reads, for messages."""
+    return f"{args.dataset} [{args.split}]" if args.dataset else args.manifest or args.reference_file
 
 
 def _listed_language(rows: list[Utterance], known: list[str]) -> str | None:

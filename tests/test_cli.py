@@ -122,7 +122,7 @@ def test_argparse_errors_exit_2(capsys, argv, needle):
     (["--mode", "directory"], ("needs --audio_dir",)),
     (["--mode", "batch"], ("needs --audio_dir, --manifest or --audio_path",)),
     (["--mode", "evaluate"], ("evaluate needs --manifest",)),
-    (["--mode", "evaluate", "--manifest", "a.jsonl", "--reference_file", "b.jsonl"], ("not both",)),
+    (["--mode", "evaluate", "--manifest", "a.jsonl", "--reference_file", "b.jsonl"], ("takes one of",)),
     (["--mode", "evaluate", "--manifest", "a.jsonl", "--audio_dir", "."], ("drop --audio_path / --audio_dir",)),
     (["--mode", "batch", "--audio_path", "a.wav", "--reference_file", "r.jsonl"], ("--reference_file is for",)),
     (["--audio_path", "a.wav", "--batch_size", "0"], ("--batch_size must be at least 1",)),
