@@ -11,7 +11,9 @@ modes:
   batch      the audio of --manifest, --audio_dir and/or --audio_path, in batches of --batch_size
   evaluate   transcribe the clips of --manifest (or --reference_file) and score them against the
              listed text: prints WER and CER; --output_file must be .json and receives
-             {"wer", "cer", "utterances": [{"audio", "reference", "hypothesis"}]}
+             {"wer", "cer", "utterances": [{"audio", "reference", "hypothesis"}]}. With --noise_dir,
+             also under noise at each --snr: a table of WER/CER per condition (clean first), and
+             "noise" and "conditions" in the JSON
 """
 from __future__ import annotations
 
@@ -26,7 +28,8 @@ import torch
 from whisper_scratch.checkpoint import load_model
 from whisper_scratch.decoding import DecodingOptions, tokenizer_for
 from whisper_scratch.manifest import AUDIO_EXTENSIONS, ManifestError, Utterance, list_audio, read_manifest
-from whisper_scratch.metrics import error_rates
+from whisper_scratch.noisy_eval import (NoiseMixer, NoisyRun, format_table, noise_report, parse_snrs, score_run,
+                                        transcribe_noisy)
 from whisper_scratch.transcriber import TranscribeOptions, transcribe_files
 from whisper_scratch.writers import SUPPORTED_EXTENSIONS, write_evaluation, write_results
 from tokenizer import load_tokenizer_dir
@@ -119,6 +122,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fast", action="store_true",
                    help="--trim_padding --silence_padding, and --dtype bf16 on CPU (unless --dtype is given)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument("--noise_dir", "--noise-dir",
+                   help="evaluate: also score each clip mixed with noise from this folder (any audio files), at "
+                        "every --snr; a clip always gets the same noise segment (seeded by its path)")
+    p.add_argument("--snr", default=None,
+                   help="evaluate with --noise_dir: signal-to-noise ratios in dB, comma-separated (default 20,10,5,0)")
+    p.add_argument("--noise_seed", "--noise-seed", type=int, default=0,
+                   help="evaluate with --noise_dir: seed of the per-clip choice of noise segment (default 0)")
     args = p.parse_args(argv)
     if args.fast:
         args.trim_padding = args.silence_padding = True
@@ -148,6 +158,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     inputs, rows = _inputs(args)
+    mixer = _noise_mixer(args)
     if args.mode == "single":
         problem = _quick_audio_check(inputs[0])
         if problem:
@@ -174,7 +185,8 @@ def _run(args: argparse.Namespace) -> int:
         for _, error in failed:
             print(f"skipped: {error}", file=sys.stderr)
     if args.mode == "evaluate":
-        return _evaluate(args, results, rows, failed, language)
+        noisy = transcribe_noisy(model, inputs, opts, tokenizer, mixer, args.snr) if mixer else []
+        return _evaluate(args, [NoisyRun(None, results, failed), *noisy], rows, language, mixer)
 
     if args.output_file:
         _write(args, results)
@@ -229,6 +241,14 @@ def _check_args(args: argparse.Namespace) -> None:
                            "audio and text")
     elif args.reference_file:
         raise CliError(f"--reference_file is for --mode evaluate, not {args.mode}")
+    if args.snr is not None and not args.noise_dir:
+        raise CliError("--snr needs --noise_dir, the folder of noise recordings to mix in")
+    if args.noise_dir and args.mode != "evaluate":
+        raise CliError(f"--noise_dir is for --mode evaluate (noisy references), not {args.mode}")
+    try:
+        args.snr = parse_snrs(args.snr) if args.snr is not None else (20.0, 10.0, 5.0, 0.0)
+    except ValueError as e:
+        raise CliError(f"--snr {args.snr}: {e}") from None
 
 
 def _suffix(path: str | None) -> str:
@@ -352,23 +372,35 @@ def _subtitle_targets(results: list[dict], output_file: Path) -> list[tuple[dict
     return targets
 
 
-def _evaluate(args: argparse.Namespace, results: list[dict], rows: list[Utterance],
-              failed: list[tuple[Path, str]], language: str | None) -> int:
-    hyps = {Path(r["audio"]): r["text"] for r in results}
-    # An unreadable clip counts as an empty hypothesis: skipping it would flatter the WER.
-    utterances = [{"audio": str(r.audio), "reference": r.text, "hypothesis": hyps.get(r.audio, "")} for r in rows]
-    language = language or _common_language(rows, results)
+def _noise_mixer(args: argparse.Namespace) -> NoiseMixer | None:
+    """The noise of --noise_dir, read before the model loads so that a bad folder costs no waiting."""
+    if not args.noise_dir:
+        return None
     try:
-        rates = error_rates([u["reference"] for u in utterances], [u["hypothesis"] for u in utterances], language)
+        return NoiseMixer(args.noise_dir, args.noise_seed)
+    except ValueError as e:
+        raise CliError(f"--noise_dir: {e}") from None
+
+
+def _evaluate(args: argparse.Namespace, runs: list[NoisyRun], rows: list[Utterance], language: str | None,
+              mixer: NoiseMixer | None) -> int:
+    """Score the clean run (and the noisy ones after it), print, and write the JSON report."""
+    clean, failed = runs[0], runs[0].failed
+    language = language or _common_language(rows, clean.results)
+    try:
+        scores = [score_run(run, rows, language) for run in runs]
     except ValueError as e:
         raise CliError(f"cannot score {args.manifest or args.reference_file}: {e}") from None
     if args.output_file:
         try:
-            write_evaluation(args.output_file, rates["wer"], rates["cer"], utterances)
+            write_evaluation(args.output_file, scores[0].wer, scores[0].cer, scores[0].utterances,
+                             noise_report(mixer, scores) if mixer else None)
         except OSError as e:
             raise CliError(f"cannot write {args.output_file}: {_one_line(e)}") from None
-        print(f"wrote the evaluation of {len(utterances)} utterances to {args.output_file}", file=sys.stderr)
-    print(f"WER {rates['wer'] * 100:.2f}%  CER {rates['cer'] * 100:.2f}%  on {len(utterances)} utterances"
+        print(f"wrote the evaluation of {len(rows)} utterances to {args.output_file}", file=sys.stderr)
+    if mixer:
+        print(f"noise from {mixer.noise_dir} (seed {mixer.seed}):\n{format_table(scores)}")
+    print(f"{'clean: ' if mixer else ''}WER {scores[0].wer * 100:.2f}%  CER {scores[0].cer * 100:.2f}%  on {len(rows)} utterances"
           f" ({len(failed)} unreadable)")
     if failed:
         print(f"{len(failed)} of {len(rows)} clips could not be read (listed above as skipped) and were "

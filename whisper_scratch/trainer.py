@@ -32,6 +32,7 @@ from .formats import atomic_torch_save, safe_torch_load
 from .lora import add_lora, merge_lora
 from .metrics import error_rates
 from .model import SIZES, Whisper
+from .noisy_eval import NoisyEvaluation
 from .plots import plot_training
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -78,6 +79,8 @@ class TrainConfig:
     log_every: int = 10
     eval_before: bool = True
     max_eval_utterances: int | None = None
+    eval_noise_dir: Path | None = None  # also evaluate with this noise mixed in, at each eval_snr (dB)
+    eval_snr: tuple[float, ...] = (10.0, 0.0)
     num_workers: int = 2
     seed: int = 1234
     device: str = "auto"
@@ -244,6 +247,8 @@ class Trainer:
         self.train_set = SpeechDataset(train_utts, augment=Augment(cfg.augment), seed=cfg.seed, **common)
         self.eval_set = SpeechDataset(eval_utts, augment=None, seed=cfg.seed, **common)
         self.references = {str(u.audio): u.text for u in eval_utts}
+        self.noisy_eval = (NoisyEvaluation(eval_utts, cfg.eval_noise_dir, cfg.eval_snr, cfg.seed)
+                           if cfg.eval_noise_dir and self.dist.main else None)
         self.sampler = ResumableBatchSampler(len(self.train_set), cfg.train_batch_size, shuffle=True, seed=cfg.seed,
                                              rank=self.dist.rank, world_size=self.dist.world)
         steps_per_epoch = max(1, math.ceil(len(self.sampler) / cfg.grad_accum))
@@ -343,6 +348,21 @@ class Trainer:
         rates = error_rates(refs, hyps, self.cfg.data.language)
         return {**rates, "examples": list(zip(refs[:3], hyps[:3]))}
 
+    def _evaluate_noisy(self) -> dict[str, float]:
+        """WER/CER under noise (see noisy_eval.NoisyEvaluation); {} without an eval noise folder."""
+        if self.noisy_eval is None:
+            return {}
+        self.model.eval()
+        options = DecodingOptions(language=self.cfg.data.language, task=self.cfg.data.task,
+                                  without_timestamps=True, sample_len=self.model.dims.n_text_ctx // 2)
+        with self._autocast():
+            metrics = self.noisy_eval(self.model, self.tokenizer, options, self.cfg.eval_batch_size,
+                                      self.cfg.data.language)
+        self.model.train()
+        self._say("  under noise: " + "  ".join(f"{k[len('eval_wer_'):]} WER {v * 100:.2f}%"
+                                                for k, v in metrics.items() if k.startswith("eval_wer_")))
+        return metrics
+
     def _autocast(self):
         if self.dtype == torch.float32:
             return nullcontext()
@@ -429,7 +449,8 @@ class Trainer:
             rates = self.evaluate()
             self._say(f"[{tag}] step {self.state.step}: WER {rates['wer'] * 100:.2f}%  CER {rates['cer'] * 100:.2f}%"
                       + "".join(f"\n  ref: {r}\n  hyp: {h}" for r, h in rates["examples"][:2]))
-            self._log({"step": self.state.step, "eval_wer": rates["wer"], "eval_cer": rates["cer"]})
+            noisy = self._evaluate_noisy()
+            self._log({"step": self.state.step, "eval_wer": rates["wer"], "eval_cer": rates["cer"], **noisy})
             if rates["wer"] < self.state.best_wer:
                 self.state.best_wer = rates["wer"]
                 self._save("best")

@@ -7,7 +7,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -217,21 +217,22 @@ def _trimmed_frames(n_samples: int, size: int) -> int:
     return min(size, steps * TRIM_STEP)
 
 
-def _load(path: Path, n_mels: int, n_frames: int, silence_padding: bool) -> tuple[np.ndarray, Tensor | None]:
+def _load(path: Path, n_mels: int, n_frames: int, silence_padding: bool,
+          load: Callable[[Path], np.ndarray] = load_audio) -> tuple[np.ndarray, Tensor | None]:
     """Audio and, for a clip that fits one window, its encoder input (None for longer recordings)."""
-    audio = load_audio(path)
+    audio = load(path)
     if len(audio) > n_frames * HOP_LENGTH:
         return audio, None
     return audio, log_mel_window(audio, n_mels, n_frames, silence_padding)
 
 
-def _prefetch(paths: list[Path], n_mels: int, n_frames: int, ahead: int,
-              silence_padding: bool) -> Iterator[tuple[Path, tuple | AudioError]]:
+def _prefetch(paths: list[Path], n_mels: int, n_frames: int, ahead: int, silence_padding: bool,
+              load: Callable[[Path], np.ndarray] = load_audio) -> Iterator[tuple[Path, tuple | AudioError]]:
     """Decode audio in a background thread while the model works (soundfile releases the GIL),
     keeping at most `ahead` files in memory."""
     def job(p: Path):
         try:
-            return _load(p, n_mels, n_frames, silence_padding)
+            return _load(p, n_mels, n_frames, silence_padding, load)
         except AudioError as e:
             return e
     with ThreadPoolExecutor(max_workers=1) as pool:
@@ -247,8 +248,10 @@ def _prefetch(paths: list[Path], n_mels: int, n_frames: int, ahead: int,
 
 
 def transcribe_files(model: Whisper, paths: list[Path], opts: TranscribeOptions,
-                     tokenizer: WhisperTokenizer | None = None) -> tuple[list[dict], list[tuple[Path, str]]]:
+                     tokenizer: WhisperTokenizer | None = None,
+                     load: Callable[[Path], np.ndarray] = load_audio) -> tuple[list[dict], list[tuple[Path, str]]]:
     """Transcribe many files: clips up to 30 s go through in batches, longer ones window by window.
+    `load` reads a file's 16 kHz samples (T,); noisy evaluation passes one that mixes in noise.
 
     Returns (results in input order, [(path, error line)] for files that could not be read)."""
     results: dict[Path, dict] = {}
@@ -282,7 +285,8 @@ def transcribe_files(model: Whisper, paths: list[Path], opts: TranscribeOptions,
                           "segments": segments, "duration": duration}
 
     with tqdm(total=len(paths), desc="transcribing", unit="file", disable=not opts.progress) as bar:
-        for path, loaded in _prefetch(paths, model.dims.n_mels, size, 2 * opts.batch_size, opts.silence_padding):
+        for path, loaded in _prefetch(paths, model.dims.n_mels, size, 2 * opts.batch_size, opts.silence_padding,
+                                      load):
             if isinstance(loaded, AudioError):
                 failed.append((path, str(loaded)))
             elif is_silent(loaded[0]):
