@@ -70,7 +70,7 @@ def clip_keys(paths: Sequence[Path]) -> dict[Path, str]:
     return {p: Path(os.path.relpath(a, root)).as_posix() for p, a in zip(paths, absolute)}
 
 
-def _stable_hash(key: str) -> int:
+def stable_hash(key: str) -> int:
     """64 bits of SHA-256: unlike hash(), the same in every process."""
     return int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "little")
 
@@ -97,7 +97,7 @@ class NoiseMixer:
 
     def pick(self, key: str, n: int) -> tuple[NoiseSegment, np.ndarray]:
         """The segment for clip `key`, fitted to n samples: (where it comes from, samples (n,))."""
-        rng = np.random.default_rng([self.seed, _stable_hash(key)])
+        rng = np.random.default_rng([self.seed, stable_hash(key)])
         path, samples = self.bank[int(rng.integers(len(self.bank)))]
         start = random_start(len(samples), n, rng)
         segment = NoiseSegment(path.relative_to(self.noise_dir).as_posix(), start)
