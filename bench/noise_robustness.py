@@ -1,8 +1,8 @@
 """Noise robustness of the dual-attention decoder against plain fine-tuning and a LoRA control of
 the same size (whisper_scratch/noise_experiment.py; the method and the results: docs/noise.md).
 
-  python bench/noise_robustness.py            # the CPU run: base, ~440 training clips, 100 test clips,
-                                              # 300 steps x 8 per arm; about 90 min on 2 cores
+  python bench/noise_robustness.py            # the CPU run: base, 466 training clips, 94 test clips,
+                                              # 300 steps x 8 per arm; about 90 min on 2 idle cores
   python bench/noise_robustness.py --quick    # smoke run: tiny.en, 32 + 16 clips, 12 steps x 4
   python bench/noise_robustness.py --gpu      # scaled up: every clip, 8 noisy variants, 2000 steps x 16
 
