@@ -34,6 +34,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     d.add_argument("--keep-chars", help="allowed characters; transcripts are normalised to this set")
     d.add_argument("--min-duration", type=float, default=0.0)
     d.add_argument("--max-duration", type=float, default=30.0, help="longer clips are skipped and counted")
+    d.add_argument("--timestamp-share", type=float, default=0.5,
+                   help="share of labels written with timestamps, as Whisper was trained (keeps timestamps alive)")
     a = p.add_argument_group("augmentation")
     a.add_argument("--spec-augment", action="store_true", help="SpecAugment time and frequency masks")
     a.add_argument("--noise", action="store_true", help="mix noise into training audio")
@@ -69,6 +71,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     o.add_argument("--precision", choices=["auto", *PRECISIONS], default="auto")
     o.add_argument("--grad-checkpointing", action="store_true", help="recompute activations to save memory")
     o.add_argument("--optimizer", choices=["adamw", "adamw8bit"], default="adamw")
+    o.add_argument("--group-by-length", action="store_true", help="batch labels of similar length together")
+    o.add_argument("--cache-encoder", action="store_true",
+                   help="with --freeze-encoder: encode each clip once and train on the stored encoder outputs")
+    o.add_argument("--cache-variants", type=int, default=1,
+                   help="augmented versions of each clip to encode (epoch e uses version e %% N)")
+    o.add_argument("--cache-storage", choices=["fp32", "fp16"], default="fp32")
     r = p.add_argument_group("run")
     r.add_argument("--output-dir", type=Path, default=Path("runs/whisper"))
     r.add_argument("--eval-every", type=int, default=200)

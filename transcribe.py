@@ -4,6 +4,7 @@
   python transcribe.py --model_path ckpt/ --mode directory --audio_dir clips/ --output_file out.json
   python transcribe.py --model_path ckpt/ --mode batch --manifest test.jsonl --output_file out.tsv
   python transcribe.py --model_path base --mode evaluate --manifest test.jsonl --output_file eval.json
+  python transcribe.py --model_path base --audio_path clip.flac --output_dir out/ --output_format all
 
 modes:
   single     one --audio_path; its text goes to stdout (or --output_file)
@@ -32,11 +33,13 @@ from whisper_scratch.noisy_eval import (NoiseMixer, NoisyRun, format_table, nois
                                         transcribe_noisy)
 from whisper_scratch.transcriber import TranscribeOptions, transcribe_files
 from whisper_scratch.writers import SUPPORTED_EXTENSIONS, write_evaluation, write_results
-from tokenizer import load_tokenizer_dir
-from tokenizer.base import CONFIG_FILE, normalize_language
+from tokenizer.base import normalize_language
+from tokenizer.loading import tokenizer_beside
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 SUBTITLES = (".srt", ".vtt")
+TIMED = (".srt", ".vtt", ".tsv")  # formats that need segment timestamps
+OUTPUT_FORMATS = tuple(ext.lstrip(".") for ext in SUPPORTED_EXTENSIONS)
 
 # Exit codes (also in --help).
 OK, UNREADABLE, USAGE, INTERRUPTED = 0, 1, 2, 130
@@ -94,6 +97,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="evaluate: the references, same formats as --manifest (give one of the two)")
     p.add_argument("--output_file", "--output-file",
                    help="txt, json, srt, vtt or tsv, chosen by extension (see below); evaluate: .json")
+    p.add_argument("--output_dir", "--output-dir", default=None,
+                   help="write one file per audio and format into this folder, named after the audio "
+                        "(clips/a.flac -> OUTPUT_DIR/a.srt), as openai-whisper's command line does")
+    p.add_argument("--output_format", "--output-format", choices=[*OUTPUT_FORMATS, "all"], default=None,
+                   help="with --output_dir (default all formats); alone it writes into the current folder")
     p.add_argument("--language", default=None,
                    help="language code or name (en, de, German); default: detect (multilingual models)")
     p.add_argument("--task", choices=["transcribe", "translate"], default="transcribe",
@@ -167,7 +175,8 @@ def _run(args: argparse.Namespace) -> int:
     model = _load_model(args)
     tokenizer = _load_tokenizer(args.model_path)
     language = _check_language(args, model, tokenizer, rows)
-    timestamps = args.timestamps or _suffix(args.output_file) in (".srt", ".vtt", ".tsv")
+    timestamps = args.timestamps or any(f".{fmt}" in TIMED for fmt in _output_formats(args)) or \
+        _suffix(args.output_file) in TIMED
     opts = TranscribeOptions(
         decoding=DecodingOptions(task=args.task, language=language, beam_size=args.beam_size,
                                  best_of=args.best_of, seed=args.seed,
@@ -190,6 +199,8 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.output_file:
         _write(args, results)
+    elif _output_formats(args):
+        _write_per_audio(args, results)
     else:
         for r in results:
             print(r["text"] if args.mode == "single" else f"{r['audio']}\t{r['text']}")
@@ -212,6 +223,13 @@ def _check_args(args: argparse.Namespace) -> None:
         raise CliError(f"--threads must be at least 1, got {args.threads}")
     if str(args.device).startswith("cuda") and not torch.cuda.is_available():
         raise CliError(f"--device {args.device}: no CUDA GPU is available here (use --device cpu)")
+    if args.output_dir or args.output_format:
+        if args.output_file:
+            raise CliError("give --output_file, or --output_dir / --output_format (one file per audio), not both")
+        if args.mode == "evaluate":
+            raise CliError("evaluate writes one JSON report: use --output_file report.json, not --output_dir")
+        if args.output_dir and Path(args.output_dir).exists() and not Path(args.output_dir).is_dir():
+            raise CliError(f"--output_dir {args.output_dir} is a file; give a folder")
     if args.output_file:
         suffix = _suffix(args.output_file)
         if args.mode == "evaluate" and suffix != ".json":
@@ -307,16 +325,10 @@ def _load_model(args: argparse.Namespace):
 
 def _load_tokenizer(model_path: str):
     """A model trained from scratch carries its own vocabulary beside the weights."""
-    path = Path(model_path)
-    if not path.exists():  # a size name: OpenAI's vocabulary
-        return None
-    folder = path if path.is_dir() else path.parent
-    if not (folder / CONFIG_FILE).is_file():
-        return None
     try:
-        return load_tokenizer_dir(folder)
+        return tokenizer_beside(model_path)
     except Exception as e:
-        raise CliError(f"cannot read the tokenizer in {folder}: {_one_line(e)}") from None
+        raise CliError(f"cannot read the tokenizer beside {model_path}: {_one_line(e)}") from None
 
 
 def _check_language(args: argparse.Namespace, model, tokenizer, rows: list[Utterance]) -> str | None:
@@ -354,6 +366,27 @@ def _write(args: argparse.Namespace, results: list[dict]) -> None:
                   file=sys.stderr)
     except OSError as e:
         raise CliError(f"cannot write {args.output_file}: {_one_line(e)}") from None
+
+
+def _output_formats(args: argparse.Namespace) -> list[str]:
+    """The formats --output_dir / --output_format ask for (none without them)."""
+    if not (args.output_dir or args.output_format):
+        return []
+    return list(OUTPUT_FORMATS) if args.output_format in (None, "all") else [args.output_format]
+
+
+def _write_per_audio(args: argparse.Namespace, results: list[dict]) -> None:
+    """openai-whisper's habit: OUTPUT_DIR/<audio name>.<format> for every audio and format."""
+    folder = Path(args.output_dir or ".")
+    formats = _output_formats(args)
+    try:
+        for fmt in formats:
+            for r, target in _subtitle_targets(results, folder / f"out.{fmt}"):
+                write_results([r], target)
+    except OSError as e:
+        raise CliError(f"cannot write into {folder}: {_one_line(e)}") from None
+    print(f"wrote {', '.join(formats)} for {len(results)} audio file{'s' * (len(results) != 1)} to {folder}",
+          file=sys.stderr)
 
 
 def _subtitle_targets(results: list[dict], output_file: Path) -> list[tuple[dict, Path]]:

@@ -324,9 +324,14 @@ class Whisper(nn.Module):
         """tokens (B, T), audio features (B, 1500, D) -> (B, T, n_vocab) float32."""
         return self.decoder(tokens, audio_features, cache)
 
-    def forward(self, mel: Tensor, tokens: Tensor) -> Tensor:
-        """Teacher-forced logits (B, T, n_vocab) for mel (B, n_mels, 3000) and tokens (B, T)."""
-        return self.decoder(tokens, self.encoder(mel))
+    def forward(self, mel: Tensor | None, tokens: Tensor, audio_features: Tensor | None = None) -> Tensor:
+        """Teacher-forced logits (B, T, n_vocab) for mel (B, n_mels, 3000) and tokens (B, T).
+
+        `audio_features` (B, 1500, D), when given, stand in for the encoder's output on `mel`: a frozen
+        encoder's output can be computed once and reused (see encoder_cache)."""
+        if audio_features is None:
+            audio_features = self.encoder(mel)
+        return self.decoder(tokens, audio_features)
 
     @property
     def device(self) -> torch.device:

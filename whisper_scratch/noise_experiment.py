@@ -136,8 +136,8 @@ def _encode(model: Whisper, audios: list[np.ndarray]) -> Tensor:
 
 def _token_ids(clips: list[Clip], tokenizer: TokenizerBase, model: Whisper, language: str | None) -> list[list[int]]:
     """prefix + transcript + <|endoftext|> per clip, exactly as the trainer's data set builds them."""
-    rows = [c.utterance for c in clips]
-    return SpeechDataset(rows, tokenizer, model.dims.n_mels, model.dims.n_text_ctx, language).token_ids
+    dataset = SpeechDataset([c.utterance for c in clips], tokenizer, model.dims.n_mels, model.dims.n_text_ctx, language)
+    return [dataset.label_ids(i, len(c.audio) / SAMPLE_RATE) for i, c in enumerate(clips)]
 
 
 def _pad(sequences: list[list[int]], eot: int) -> tuple[Tensor, Tensor]:

@@ -27,7 +27,8 @@ from tokenizer.base import CONFIG_FILE
 from .augment import Augment, AugmentConfig
 from .checkpoint import load_model, save_model
 from .data import Batch, DataConfig, DataError, ResumableBatchSampler, SpeechDataset, collate, load_utterances
-from .decoding import DecodingOptions, decode, tokenizer_for
+from .decoding import DecodingOptions, decode, decode_features, tokenizer_for
+from .encoder_cache import CachedSpeechDataset, build_encoder_cache
 from .formats import atomic_torch_save, safe_torch_load
 from .lora import add_lora, merge_lora
 from .metrics import error_rates
@@ -73,6 +74,12 @@ class TrainConfig:
     precision: str = "auto"  # auto: bf16 (or fp16 + scaler) on GPU, fp32 on CPU
     grad_checkpointing: bool = False
     optimizer: str = "adamw"  # adamw | adamw8bit (bitsandbytes, CUDA only)
+    group_by_length: bool = False  # batches of similar label length (less padding)
+    # With a frozen encoder: encode each clip once (cache_variants augmented versions of it) and
+    # train and evaluate the decoder on the stored outputs (see encoder_cache).
+    cache_encoder: bool = False
+    cache_variants: int = 1
+    cache_storage: str = "fp32"  # fp16 halves the file; fp32 is exact
     # Loop.
     eval_every: int = 200
     save_every: int = 200
@@ -244,13 +251,18 @@ class Trainer:
         common = dict(tokenizer=self.tokenizer, n_mels=self.model.dims.n_mels, n_frames=n_frames,
                       max_label_tokens=self.model.dims.n_text_ctx, language=cfg.data.language, task=cfg.data.task,
                       min_duration=cfg.data.min_duration, max_duration=cfg.data.max_duration)
-        self.train_set = SpeechDataset(train_utts, augment=Augment(cfg.augment), seed=cfg.seed, **common)
+        self.train_set = SpeechDataset(train_utts, augment=Augment(cfg.augment), seed=cfg.seed,
+                                       timestamp_share=cfg.data.timestamp_share, **common)
         self.eval_set = SpeechDataset(eval_utts, augment=None, seed=cfg.seed, **common)
         self.references = {str(u.audio): u.text for u in eval_utts}
         self.noisy_eval = (NoisyEvaluation(eval_utts, cfg.eval_noise_dir, cfg.eval_snr, cfg.seed)
                            if cfg.eval_noise_dir and self.dist.main else None)
+        lengths = [self.train_set.n_tokens(i) for i in range(len(self.train_set))] if cfg.group_by_length else None
+        if cfg.cache_encoder:
+            self.train_set = self._cached(self.train_set, "train", cfg.cache_variants)
+            self.eval_set = self._cached(self.eval_set, "eval", 1)
         self.sampler = ResumableBatchSampler(len(self.train_set), cfg.train_batch_size, shuffle=True, seed=cfg.seed,
-                                             rank=self.dist.rank, world_size=self.dist.world)
+                                             rank=self.dist.rank, world_size=self.dist.world, lengths=lengths)
         steps_per_epoch = max(1, math.ceil(len(self.sampler) / cfg.grad_accum))
         self.total_steps = cfg.max_steps or steps_per_epoch * cfg.num_epochs
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _schedule(cfg, self.total_steps))
@@ -260,6 +272,28 @@ class Trainer:
             self._load_state(self.out / "last" / "train_state.pt")
         self.ddp = DistributedDataParallel(self.model) if self.dist.enabled else None
         self.tensorboard = self._tensorboard()
+
+    def _cached(self, dataset: SpeechDataset, split: str, variants: int) -> CachedSpeechDataset:
+        """`dataset` served from encoder outputs computed once (rank 0 builds, the others reuse)."""
+        if not self.cfg.freeze_encoder or self.cfg.lora_rank:
+            raise ValueError("--cache-encoder needs a frozen encoder: add --freeze-encoder (and no --lora-rank, "
+                             "whose adapters change the encoder)")
+        self.model.eval()
+
+        def encode(mel: torch.Tensor) -> torch.Tensor:
+            with self._autocast():
+                return self.model.embed_audio(mel.to(self.device))
+
+        folder = self.out / "encoder_cache" / split
+        cache = None
+        for turn in ("main", "others"):
+            if (turn == "main") == self.dist.main:
+                cache = build_encoder_cache(encode, self.model.encoder, dataset, folder, variants,
+                                            self.cfg.eval_batch_size, self.cfg.num_workers,
+                                            self.cfg.cache_storage, desc=f"encoding {split} clips")
+            self.dist.barrier()
+        self.model.train()
+        return CachedSpeechDataset(dataset, cache)
 
     # ---- logging -------------------------------------------------------------------------
     def _say(self, text: str) -> None:
@@ -276,6 +310,7 @@ class Trainer:
         return SummaryWriter(str(self.out / "tensorboard"))
 
     def _log(self, record: dict) -> None:
+        record = {**record, "wall_time": round(time.time(), 1)}
         self.state.history.append(record)
         if not self.dist.main:
             return
@@ -336,10 +371,13 @@ class Trainer:
                                   without_timestamps=True, sample_len=self.model.dims.n_text_ctx // 2)
         refs, hyps = [], []
         for batch in tqdm(loader, desc="eval", leave=False, disable=not self.dist.main):
-            if batch.mel.shape[0] == 0:
+            if len(batch) == 0:
                 continue
             with self._autocast():
-                results = decode(self.model, batch.mel.to(self.device), options, self.tokenizer)
+                if batch.audio_features is not None:
+                    results = decode_features(self.model, batch.audio_features.to(self.device), options, self.tokenizer)
+                else:
+                    results = decode(self.model, batch.mel.to(self.device), options, self.tokenizer)
             refs += [self.references[p] for p in batch.paths]
             hyps += [r.text for r in results]
         self.model.train()
@@ -394,12 +432,14 @@ class Trainer:
         """Cross-entropy summed over label tokens / tokens in the whole optimizer step (all ranks
         and micro-batches), so accumulation and DDP give the gradient of one big batch."""
         module = self.ddp or self.model
-        if batch.mel.shape[0] == 0:
+        if len(batch) == 0:
             # This rank's micro-batch was all unreadable clips: a zero-weight pass keeps DDP in step.
             batch = self._dummy_batch()
-        mel, tokens, labels = (t.to(self.device, non_blocking=True) for t in (batch.mel, batch.tokens, batch.labels))
+        batch = batch.to(self.device, non_blocking=True)
         with self._autocast():
-            logits = module(mel, tokens)
+            logits = module(batch.mel if batch.audio_features is None else None, batch.tokens,
+                            audio_features=batch.audio_features)
+        labels = batch.labels
         ce = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100, reduction="sum")
         return ce * self.dist.world / token_total, ce.item()
 
@@ -474,7 +514,7 @@ class Trainer:
             drawn = seen = 0
             for group in self._micro_batches(loader):
                 drawn += len(group)
-                seen += sum(b.mel.shape[0] for b in group)
+                seen += sum(len(b) for b in group)
                 metrics = self._step(group)
                 self.sampler.advance(len(group))
                 if metrics is None:
