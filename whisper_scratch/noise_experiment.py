@@ -135,7 +135,7 @@ def _encode(model: Whisper, audios: list[np.ndarray]) -> Tensor:
 
 
 def _token_ids(clips: list[Clip], tokenizer: TokenizerBase, model: Whisper, language: str | None) -> list[list[int]]:
-    """prefix + transcript + <|endoftext|> per clip, exactly as the trainer's data set builds them."""
+    """prefix, <|notimestamps|>, transcript, <|endoftext|> per clip: the trainer's labels without timestamps."""
     dataset = SpeechDataset([c.utterance for c in clips], tokenizer, model.dims.n_mels, model.dims.n_text_ctx, language)
     return [dataset.label_ids(i, len(c.audio) / SAMPLE_RATE) for i, c in enumerate(clips)]
 
