@@ -44,7 +44,7 @@ from .manifest import Utterance, read_manifest
 from .metrics import error_rates
 from .model import ModelDimensions, MultiHeadAttention, ResidualAttentionBlock, Whisper
 from .noise_plots import plot_dual_attention, plot_gate_vs_snr, plot_wer_vs_snr
-from .noisy_eval import CLEAN, NoiseMixer, clip_keys, condition_name, stable_hash
+from .noisy_eval import NoiseMixer, clip_keys, condition_name, stable_hash
 from .normalizers import get_normalizer
 
 ARMS = ("stock", "finetune", "dual", "flamingo", "lora")
