@@ -18,6 +18,7 @@ from whisper_scratch.augment import AugmentConfig
 from whisper_scratch.data import DataConfig, DataError
 from whisper_scratch.metrics import SCORINGS
 from whisper_scratch.model import SIZES
+from whisper_scratch.noisy_eval import parse_snrs
 from whisper_scratch.trainer import PRECISIONS, TrainConfig, Trainer
 
 
@@ -97,11 +98,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     r.add_argument("--scoring", choices=SCORINGS, default="standard",
                    help="WER/CER: standard (openai-whisper's normaliser, plain jiwer) or lenient (ours, "
                         "compounds joined; not comparable with published figures)")
+    r.add_argument("--eval-noise-dir", type=Path,
+                   help="also evaluate with noise from this folder mixed in (same segment per clip every time)")
+    r.add_argument("--eval-snr", type=_snrs, default=(10.0, 0.0), metavar="DB,DB",
+                   help="SNRs in dB for --eval-noise-dir, comma-separated (default 10,0)")
     r.add_argument("--num-workers", type=int, default=2, help="DataLoader workers decoding audio")
     r.add_argument("--seed", type=int, default=1234)
     r.add_argument("--device", default="auto")
     r.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last exactly")
     return p.parse_args(argv)
+
+
+def _snrs(text: str) -> tuple[float, ...]:
+    try:
+        return parse_snrs(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:

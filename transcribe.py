@@ -14,7 +14,9 @@ modes:
   evaluate   transcribe the clips of --manifest (or --reference_file, or a Hugging Face --dataset)
              and score them against the listed text: prints WER and CER (--scoring, default standard:
              openai-whisper's normaliser and plain jiwer); --output_file must be .json and receives
-             {"wer", "cer", "utterances": [{"audio", "reference", "hypothesis"}]}
+             {"wer", "cer", "utterances": [{"audio", "reference", "hypothesis"}]}. With --noise_dir,
+             also under noise at each --snr: a table of WER/CER per condition (clean first), and
+             "noise" and "conditions" in the JSON
 """
 from __future__ import annotations
 
@@ -31,11 +33,13 @@ from whisper_scratch.checkpoint import load_model
 from whisper_scratch.decoding import DecodingOptions, tokenizer_for
 from whisper_scratch.hf_dataset import read_dataset
 from whisper_scratch.manifest import AUDIO_EXTENSIONS, ManifestError, Utterance, list_audio, read_manifest
-from whisper_scratch.metrics import SCORINGS, error_rates
+from whisper_scratch.metrics import SCORINGS
 from whisper_scratch.timing import APPEND_PUNCTUATIONS, PREPEND_PUNCTUATIONS
 from whisper_scratch.transcriber import Interrupted, TranscribeOptions, transcribe_files
 from whisper_scratch.vad import VadUnavailable, silero_weights_path
 from whisper_scratch.writers import SUPPORTED_EXTENSIONS, LineOptions, write_evaluation, write_results
+from whisper_scratch.noisy_eval import (NoiseMixer, NoisyRun, format_table, noise_report, parse_snrs, score_run,
+                                        transcribe_noisy)
 from tokenizer.base import normalize_language
 from tokenizer.loading import tokenizer_beside
 
@@ -179,6 +183,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="evaluate: standard (openai-whisper's normaliser and plain jiwer, as published WERs "
                         "are scored; default) or lenient (our normaliser, compounds joined; lower figures that "
                         "are not comparable with published ones)")
+    p.add_argument("--noise_dir", "--noise-dir",
+                   help="evaluate: also score each clip mixed with noise from this folder (any audio files), at "
+                        "every --snr; a clip always gets the same noise segment (seeded by its path)")
+    p.add_argument("--snr", default=None,
+                   help="evaluate with --noise_dir: signal-to-noise ratios in dB, comma-separated (default 20,10,5,0)")
+    p.add_argument("--noise_seed", "--noise-seed", type=int, default=0,
+                   help="evaluate with --noise_dir: seed of the per-clip choice of noise segment (default 0)")
     args = p.parse_args(argv)
     if args.word_timestamps:
         args.timestamps = True
@@ -228,6 +239,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     inputs, rows = _inputs(args)
+    mixer = _noise_mixer(args)
     if args.mode == "single":
         problem = _quick_audio_check(inputs[0])
         if problem:
@@ -262,7 +274,8 @@ def _run(args: argparse.Namespace) -> int:
         print("interrupted: nothing scored", file=sys.stderr)
         return INTERRUPTED
     if args.mode == "evaluate":
-        return _evaluate(args, results, rows, failed, language)
+        noisy = transcribe_noisy(model, inputs, opts, tokenizer, mixer, args.snr) if mixer else []
+        return _evaluate(args, [NoisyRun(None, results, failed), *noisy], rows, language, mixer)
     if results:
         _output(args, results)
     if interrupted:
@@ -354,6 +367,16 @@ def _check_args(args: argparse.Namespace) -> None:
         if not given:
             raise CliError("evaluate needs --manifest (or --reference_file): a .jsonl/.csv/.tsv listing "
                            "audio and text; or --dataset, a Hugging Face dataset")
+    elif args.reference_file:
+        raise CliError(f"--reference_file is for --mode evaluate, not {args.mode}")
+    if args.snr is not None and not args.noise_dir:
+        raise CliError("--snr needs --noise_dir, the folder of noise recordings to mix in")
+    if args.noise_dir and args.mode != "evaluate":
+        raise CliError(f"--noise_dir is for --mode evaluate (noisy references), not {args.mode}")
+    try:
+        args.snr = parse_snrs(args.snr) if args.snr is not None else (20.0, 10.0, 5.0, 0.0)
+    except ValueError as e:
+        raise CliError(f"--snr {args.snr}: {e}") from None
 
 
 def _suffix(path: str | None) -> str:
@@ -495,24 +518,35 @@ def _subtitle_targets(results: list[dict], output_file: Path) -> list[tuple[dict
     return targets
 
 
-def _evaluate(args: argparse.Namespace, results: list[dict], rows: list[Utterance],
-              failed: list[tuple[Path, str]], language: str | None) -> int:
-    hyps = {Path(r["audio"]): r["text"] for r in results}
-    # An unreadable clip counts as an empty hypothesis: skipping it would flatter the WER.
-    utterances = [{"audio": str(r.audio), "reference": r.text, "hypothesis": hyps.get(r.audio, "")} for r in rows]
-    language = language or _common_language(rows, results)
+def _noise_mixer(args: argparse.Namespace) -> NoiseMixer | None:
+    """The noise of --noise_dir, read before the model loads so that a bad folder costs no waiting."""
+    if not args.noise_dir:
+        return None
     try:
-        rates = error_rates([u["reference"] for u in utterances], [u["hypothesis"] for u in utterances], language,
-                            args.scoring)
+        return NoiseMixer(args.noise_dir, args.noise_seed)
+    except ValueError as e:
+        raise CliError(f"--noise_dir: {e}") from None
+
+
+def _evaluate(args: argparse.Namespace, runs: list[NoisyRun], rows: list[Utterance], language: str | None,
+              mixer: NoiseMixer | None) -> int:
+    """Score the clean run (and the noisy ones after it), print, and write the JSON report."""
+    clean, failed = runs[0], runs[0].failed
+    language = language or _common_language(rows, clean.results)
+    try:
+        scores = [score_run(run, rows, language, args.scoring) for run in runs]
     except ValueError as e:
         raise CliError(f"cannot score {_listing(args)}: {e}") from None
     if args.output_file:
         try:
-            write_evaluation(args.output_file, rates["wer"], rates["cer"], utterances)
+            write_evaluation(args.output_file, scores[0].wer, scores[0].cer, scores[0].utterances,
+                             noise_report(mixer, scores) if mixer else None)
         except OSError as e:
             raise CliError(f"cannot write {args.output_file}: {_one_line(e)}") from None
-        print(f"wrote the evaluation of {len(utterances)} utterances to {args.output_file}", file=sys.stderr)
-    print(f"WER {rates['wer'] * 100:.2f}%  CER {rates['cer'] * 100:.2f}%  on {len(utterances)} utterances"
+        print(f"wrote the evaluation of {len(rows)} utterances to {args.output_file}", file=sys.stderr)
+    if mixer:
+        print(f"noise from {mixer.noise_dir} (seed {mixer.seed}):\n{format_table(scores)}")
+    print(f"{'clean: ' if mixer else ''}WER {scores[0].wer * 100:.2f}%  CER {scores[0].cer * 100:.2f}%  on {len(rows)} utterances"
           f" ({len(failed)} unreadable), {args.scoring} scoring")
     if failed:
         print(f"{len(failed)} of {len(rows)} clips could not be read (listed above as skipped) and were "
