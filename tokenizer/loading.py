@@ -24,12 +24,10 @@ def load_tokenizer_dir(directory: str | Path, *, language: str | None = None, ta
 
 
 def tokenizer_beside(model_path: str | Path) -> TokenizerBase | None:
-    """The tokenizer saved beside a checkpoint (a model trained from scratch carries its own
-    vocabulary), or None: for a size name, or a checkpoint without one (Whisper's BPE then)."""
+    """The tokenizer saved beside a checkpoint (in its folder, or beside its file), or None when
+    there is none (a size name, or a checkpoint that uses OpenAI's vocabulary)."""
     path = Path(model_path)
     if not path.exists():
         return None
     folder = path if path.is_dir() else path.parent
-    if not (folder / CONFIG_FILE).is_file():
-        return None
-    return load_tokenizer_dir(folder)
+    return load_tokenizer_dir(folder) if (folder / CONFIG_FILE).is_file() else None
