@@ -6,6 +6,7 @@ translation and the 563-clip asterisk-en evaluation) through `transcribe.main`."
 import contextlib
 import io
 import json
+import random
 import subprocess
 import sys
 import time
@@ -121,7 +122,7 @@ def test_argparse_errors_exit_2(capsys, argv, needle):
     (["--mode", "directory"], ("needs --audio_dir",)),
     (["--mode", "batch"], ("needs --audio_dir, --manifest or --audio_path",)),
     (["--mode", "evaluate"], ("evaluate needs --manifest",)),
-    (["--mode", "evaluate", "--manifest", "a.jsonl", "--reference_file", "b.jsonl"], ("not both",)),
+    (["--mode", "evaluate", "--manifest", "a.jsonl", "--reference_file", "b.jsonl"], ("takes one of",)),
     (["--mode", "evaluate", "--manifest", "a.jsonl", "--audio_dir", "."], ("drop --audio_path / --audio_dir",)),
     (["--mode", "batch", "--audio_path", "a.wav", "--reference_file", "r.jsonl"], ("--reference_file is for",)),
     (["--audio_path", "a.wav", "--batch_size", "0"], ("--batch_size must be at least 1",)),
@@ -279,6 +280,58 @@ def test_script_exit_code_and_no_traceback(tmp_path):
                            "--audio-path", str(audio)], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 2 and proc.stdout == ""
     one_error_line(proc.stderr, "model not found", "--model_path")
+
+
+def write_corrupt_mp3(path: Path) -> Path:
+    """An ID3 tag over noise: libmpg123 prints "Note: Illegal Audio-MPEG-Header ..." and more to fd 2."""
+    path.write_bytes(b"ID3\x03\x00\x00\x00" + random.Random(0).randbytes(2000))
+    return path
+
+
+@pytest.mark.parametrize("mode", ["single", "batch"])
+def test_corrupt_mp3_reports_our_line_only(tmp_path, mode):
+    """A real process, so that what the C decoder writes to fd 2 is seen: only our lines."""
+    from whisper_scratch.checkpoint import save_model
+    from whisper_scratch.model import ModelDimensions, Whisper
+
+    model = save_model(Whisper(ModelDimensions(80, 150, 64, 2, 1, 51864, 48, 64, 2, 1)), tmp_path / "m.pt")
+    inputs = ["--audio_path", str(write_corrupt_mp3(tmp_path / "corrupt.mp3"))]
+    if mode == "batch":
+        inputs += ["--mode", "batch", "--audio_path", str(write_tone(tmp_path / "tone.wav")), "--no_fallback"]
+    proc = subprocess.run([sys.executable, str(REPO / "transcribe.py"), "--model_path", str(model), *inputs],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 1
+    if mode == "single":
+        one_error_line(proc.stderr, "corrupt.mp3")
+    else:
+        lines = [line for line in proc.stderr.splitlines() if "corrupt.mp3" in line]
+        assert len(lines) == 1 and lines[0].startswith("skipped: "), proc.stderr
+        assert "Note:" not in proc.stderr and "mpg123" not in proc.stderr, proc.stderr
+
+
+def test_output_dir_writes_each_format_per_audio_as_openai_whisper(tmp_path, capsys):
+    """--output_dir (all formats) and --output_format, with one file per audio named after it."""
+    from whisper_scratch.checkpoint import save_model
+    from whisper_scratch.model import ModelDimensions, Whisper
+
+    model = save_model(Whisper(ModelDimensions(80, 150, 64, 2, 1, 51864, 48, 64, 2, 1)), tmp_path / "m.pt")
+    clips = tmp_path / "clips"
+    (clips / "sub").mkdir(parents=True)
+    audio = [write_tone(clips / "a.wav"), write_tone(clips / "sub" / "b.wav", seconds=0.5)]
+    common = ["--model_path", model, "--no_fallback", "--threads", "1"]
+    code, _, err = run_cli(capsys, *common, "--audio_path", audio[0], "--output_dir", tmp_path / "all")
+    assert code == 0 and "wrote" in err
+    assert sorted(p.name for p in (tmp_path / "all").iterdir()) == ["a.json", "a.srt", "a.tsv", "a.txt", "a.vtt"]
+    assert (tmp_path / "all/a.vtt").read_text().startswith("WEBVTT")
+    code, _, _ = run_cli(capsys, *common, "--mode", "batch", "--audio_dir", clips, "--output_dir", tmp_path / "srt",
+                         "--output_format", "srt")
+    assert code == 0
+    assert sorted(str(p.relative_to(tmp_path / "srt")) for p in (tmp_path / "srt").rglob("*.srt")) == ["a.srt",
+                                                                                                       "sub/b.srt"]
+    code, _, err = run_cli(capsys, *common, "--audio_path", audio[0], "--output_dir", tmp_path / "x",
+                           "--output_file", tmp_path / "x.txt")
+    assert code == 2
+    one_error_line(err, "--output_file", "--output_dir")
 
 
 # ================================================================ tiny.en (shared)
