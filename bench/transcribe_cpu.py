@@ -13,7 +13,9 @@ soundfile + soxr; openai-whisper's own loader needs ffmpeg), so WER differences 
 models and decoders. The machine may be shared, so the systems run interleaved, in rotated order
 each round, and each one's best round is reported next to the load average seen during its runs.
 
-Prints a markdown table; `--json` also writes the numbers (default bench/results/transcribe_cpu.json).
+WER/CER: `--scoring standard` (default; openai-whisper's English normaliser, plain jiwer) or lenient.
+Prints a markdown table; `--json` also writes the numbers and every system's texts, so that they can
+be scored again later (default bench/results/transcribe_cpu.json).
 """
 from __future__ import annotations
 
@@ -40,7 +42,7 @@ from whisper_scratch.checkpoint import export_openai, load_model  # noqa: E402
 from whisper_scratch.decoding import DecodingOptions, tokenizer_for  # noqa: E402
 from whisper_scratch.formats.huggingface import save_huggingface  # noqa: E402
 from whisper_scratch.manifest import read_manifest  # noqa: E402
-from whisper_scratch.metrics import error_rates  # noqa: E402
+from whisper_scratch.metrics import SCORINGS, error_rates  # noqa: E402
 from whisper_scratch.model import Whisper  # noqa: E402
 from whisper_scratch.transcriber import TranscribeOptions, transcribe_files  # noqa: E402
 
@@ -186,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch_size", type=int, default=8, help="ours and transformers (default 8)")
     p.add_argument("--fast_batch_size", type=int, default=16, help="ours-fast (default 16)")
     p.add_argument("--systems", default=",".join(SYSTEMS), help=f"comma-separated subset of {', '.join(SYSTEMS)}")
+    p.add_argument("--scoring", choices=SCORINGS, default="standard", help="WER/CER scoring (default standard)")
     p.add_argument("--json", type=Path, default=REPO / "bench/results/transcribe_cpu.json")
     p.add_argument("--device", type=torch.device, default=torch.device("cpu"), help="cpu (default) or cuda")
     args = p.parse_args(argv)
@@ -231,23 +234,26 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"round {round_ + 1} {name}: {results[name].seconds[-1]:.1f} s", file=sys.stderr, flush=True)
 
     for r in results.values():
-        r.rates = error_rates(refs, r.texts, "en")
+        r.rates = error_rates(refs, r.texts, "en", args.scoring)
     baseline = "ours-fast" if "ours-fast" in results else names[0]
     audio_seconds = sum(len(load_audio(p)) for p in paths) / 16000
     machine = cpu_name()
     if device.type == "cuda":
         machine = f"{torch.cuda.get_device_name(device)} with {machine}"
-    print(f"Machine: {machine}, {os.cpu_count()} CPUs, {args.threads} threads, torch {torch.__version__}\n")
+    print(f"Machine: {machine}, {os.cpu_count()} CPUs, {args.threads} threads, torch {torch.__version__}, "
+          f"{args.scoring} scoring\n")
     print(table(list(results.values()), baseline, len(paths), audio_seconds))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({
             "machine": machine, "device": str(device), "threads": args.threads, "clips": len(paths),
             "rounds": args.rounds, "audio_seconds": round(audio_seconds, 1), "torch": torch.__version__,
+            "scoring": args.scoring, "references": refs,
             "systems": {r.name: {"settings": r.note, "seconds": [round(s, 2) for s in r.seconds],
                                  "load_average": [round(x, 2) for x in r.loads],
                                  "wer": round(r.rates["wer"], 5), "cer": round(r.rates["cer"], 5),
-                                 "ratio_to_baseline": round(min(r.seconds) / min(results[baseline].seconds), 3)}
+                                 "ratio_to_baseline": round(min(r.seconds) / min(results[baseline].seconds), 3),
+                                 "texts": r.texts}
                         for r in results.values()}}, indent=2) + "\n")
     return 0
 

@@ -97,6 +97,12 @@ def test_from_scratch_reaches_zero_wer(tmp_path):
     assert (out / "best" / "spm.model").is_file()  # transcribe.py finds the vocabulary beside the weights
 
 
+def test_scoring_flag_reaches_the_config():
+    assert train.config_from_args(train.parse_args(asterisk_args(Path("out"), 1))).scoring == "standard"
+    assert train.config_from_args(train.parse_args(asterisk_args(Path("out"), 1, "--scoring", "lenient"))).scoring \
+        == "lenient"
+
+
 def run_cli(args: list[str], **kw) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen([sys.executable, str(REPO / "train.py"), *args], cwd=REPO, env=env,

@@ -2,9 +2,17 @@
 from __future__ import annotations
 
 import functools
+import os
+import re
 import shutil
 import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import soundfile as sf
@@ -31,6 +39,73 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+# libmpg123 (libsndfile's mp3 decoder) prints its complaints about a broken file straight to
+# fd 2: "Note: Illegal Audio-MPEG-Header ...", "[src/libmpg123/id3.c:...] error: ...", to the end
+# of the line, possibly right after a progress bar. Not after a letter, so that Python's
+# "UserWarning: ..." lines pass.
+C_DECODER_MESSAGE = re.compile(r"(?<![A-Za-z])(?:Note|Warning|Error): [^\r\n]*\n?|\[src/libmpg123/[^\r\n]*\n?")
+
+
+class _CStderr:
+    """Sends fd 2 to a temporary file while C decoders run, then passes on everything but their
+    messages: a broken file is reported by our one line only.
+
+    fd 2 belongs to the whole process, so there is one capture (`C_STDERR`) shared by the threads
+    that decode at the same time (the transcriber's prefetch thread, while the main thread may
+    print): the first to enter redirects, the last to leave restores and passes the rest on."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._saved = -1
+        self._file: BinaryIO | None = None
+        os.register_at_fork(after_in_child=self._restore_in_child)
+
+    @contextmanager
+    def captured(self) -> Iterator[None]:
+        """Run the body with fd 2 captured (nested and concurrent uses share one capture)."""
+        with self._lock:
+            if self._depth == 0:
+                _flush_stderr()
+                self._file = tempfile.TemporaryFile()
+                self._saved = os.dup(2)
+                os.dup2(self._file.fileno(), 2)
+            self._depth += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._depth -= 1
+                if self._depth == 0:
+                    self._restore()
+
+    def _restore(self, pass_on: bool = True) -> None:
+        _flush_stderr()  # Python text written meanwhile belongs to the capture, in order
+        os.dup2(self._saved, 2)
+        os.close(self._saved)
+        self._file.seek(0)
+        rest = C_DECODER_MESSAGE.sub("", self._file.read().decode("utf-8", errors="replace"))
+        self._file.close()
+        if rest and pass_on:
+            os.write(2, rest.encode("utf-8"))
+
+    def _restore_in_child(self) -> None:
+        # A process forked mid-capture (a DataLoader worker) gets its own stderr back; what was
+        # captured so far is the parent's to pass on.
+        self._lock = threading.Lock()
+        if self._depth:
+            self._depth = 0
+            self._restore(pass_on=False)
+
+
+def _flush_stderr() -> None:
+    if sys.stderr is not None:
+        sys.stderr.flush()
+
+
+C_STDERR = _CStderr()
+
+
 def _decode_ffmpeg(path: Path, sr: int) -> np.ndarray:
     """Let ffmpeg decode, downmix and resample in one go; returns float32 (T,)."""
     cmd = ["ffmpeg", "-nostdin", "-i", str(path), "-f", "s16le", "-ac", "1", "-ar", str(sr), "-"]
@@ -49,7 +124,8 @@ def load_audio(path: str | Path, sr: int = SAMPLE_RATE) -> np.ndarray:
     if path.stat().st_size == 0:
         raise AudioError(f"empty audio file: {path} is 0 bytes (re-export or re-download it)")
     try:
-        data, file_sr = sf.read(path, dtype="float32", always_2d=True)  # (T, channels)
+        with C_STDERR.captured():
+            data, file_sr = sf.read(path, dtype="float32", always_2d=True)  # (T, channels)
         audio = data.mean(axis=1, dtype=np.float32)
         if file_sr != sr and len(audio) > 0:
             audio = soxr.resample(audio, file_sr, sr, quality="HQ").astype(np.float32, copy=False)
@@ -130,13 +206,51 @@ def log_mel_spectrogram(audio: torch.Tensor | np.ndarray | str | Path, n_mels: i
         audio = F.pad(audio, (0, padding))
     window = torch.hann_window(N_FFT, device=audio.device)
     stft = torch.stft(audio, N_FFT, HOP_LENGTH, window=window, center=True, pad_mode="reflect", return_complex=True)
-    power = stft[..., :-1].abs() ** 2  # the last centred frame hangs past the end; Whisper drops it
-    mel = mel_filters(n_mels, device=audio.device) @ power
-    log_spec = torch.clamp(mel, min=1e-10).log10()
+    log_spec = _log10_mel(stft[..., :-1], n_mels)  # the last centred frame hangs past the end; Whisper drops it
     # 80 dB dynamic range below each example's own peak, so batching never changes an example's result.
-    peak = log_spec.amax(dim=(-2, -1), keepdim=True)
-    log_spec = torch.maximum(log_spec, peak - 8.0)
-    return (log_spec + 4.0) / 4.0
+    return _scaled(log_spec, log_spec.amax(dim=(-2, -1), keepdim=True))
+
+
+def _log10_mel(stft: torch.Tensor, n_mels: int) -> torch.Tensor:
+    """log10 mel power (..., n_mels, frames) of an STFT (..., N_FFT // 2 + 1, frames)."""
+    mel = mel_filters(n_mels, device=stft.device) @ stft.abs() ** 2
+    return torch.clamp(mel, min=1e-10).log10()
+
+
+def _scaled(log_spec: torch.Tensor, peak: torch.Tensor | float) -> torch.Tensor:
+    """Whisper's scaling of log10 mel power: floored 80 dB below `peak`, then (x + 4) / 4."""
+    return (torch.maximum(log_spec, torch.as_tensor(peak) - 8.0) + 4.0) / 4.0
+
+
+class LogMelFrames:
+    """The log-mel of a long recording computed a window at a time: `frames(a, b)` is exactly
+    `log_mel_spectrogram(audio, n_mels, padding)[:, a:b]`, but the whole spectrogram (an hour is
+    115 MB, its STFT several times that) never exists, so memory stays at the audio itself.
+
+    The 80 dB floor needs the recording's peak, found by one pass over it in `chunk`-frame pieces."""
+
+    def __init__(self, audio: np.ndarray | torch.Tensor, n_mels: int = 80, padding: int = 0, chunk: int = N_FRAMES):
+        self.audio = torch.as_tensor(audio, dtype=torch.float32)  # shares a float32 array's memory
+        self.n_mels = n_mels
+        self.n_samples = len(self.audio) + padding  # the padding zeros are never allocated
+        self.n_frames = self.n_samples // HOP_LENGTH
+        self.peak = max(float(self._log10(a, min(a + chunk, self.n_frames)).max())
+                        for a in range(0, self.n_frames, chunk))
+
+    def _log10(self, start: int, stop: int) -> torch.Tensor:
+        # Sample positions of frames start..stop-1 in the centred (reflect-padded) signal.
+        pos = torch.arange(start * HOP_LENGTH, (stop - 1) * HOP_LENGTH + N_FFT) - N_FFT // 2
+        pos = pos.abs()  # reflection at the start
+        pos = torch.where(pos >= self.n_samples, 2 * (self.n_samples - 1) - pos, pos)  # and at the end
+        inside = pos < len(self.audio)
+        signal = torch.where(inside, self.audio[pos.clamp(max=len(self.audio) - 1)], 0.0)
+        window = torch.hann_window(N_FFT)
+        return _log10_mel(torch.stft(signal, N_FFT, HOP_LENGTH, window=window, center=False, return_complex=True),
+                          self.n_mels)
+
+    def frames(self, start: int, stop: int) -> torch.Tensor:
+        """Log-mel frames start..stop-1: (n_mels, stop - start)."""
+        return _scaled(self._log10(start, stop), self.peak)
 
 
 def log_mel_window(audio: torch.Tensor | np.ndarray, n_mels: int = 80, n_frames: int = N_FRAMES,

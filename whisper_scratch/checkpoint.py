@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from .download import MODEL_URLS, download
+from .download import ALIGNMENT_HEADS, MODEL_URLS, download
 from .formats import Checkpoint, CheckpointError, NOISE_MARKER, name_list, safe_torch_load
 from .formats.ctranslate2 import CONFIG as CT2_CONFIG, MODEL_FILE as CT2_MODEL_FILE, load_ctranslate2
 from .formats.huggingface import PYTORCH_BIN, is_huggingface_dir, load_huggingface
@@ -59,7 +59,9 @@ def load_checkpoint(path_or_name: str | Path | Sequence[str | Path]) -> Checkpoi
             return load_huggingface(path.parent)
         return _load_pt(path)
     if str(path_or_name) in MODEL_URLS:
-        return _load_pt(download(str(path_or_name)))
+        ckpt = _load_pt(download(str(path_or_name)))
+        ckpt.alignment_heads = ckpt.alignment_heads or list(ALIGNMENT_HEADS[str(path_or_name)])
+        return ckpt
     raise FileNotFoundError(f"{path}: no such checkpoint file or folder, and not a model name "
                             f"({', '.join(MODEL_URLS)})")
 
@@ -123,6 +125,7 @@ def save_model(model: Whisper, path: str | Path, extra: dict[str, Any] | None = 
     return path
 
 
-def export_openai(model: Whisper, path: str | Path) -> None:
-    """Write an OpenAI `.pt` for openai-whisper (a noise branch is dropped, with a warning)."""
-    save_openai(model, path)
+def export_openai(model: Whisper, path: str | Path, drop_noise_branch: bool = False) -> None:
+    """Write an OpenAI `.pt` for openai-whisper; a model with a noise branch is refused unless
+    drop_noise_branch=True."""
+    save_openai(model, path, drop_noise_branch=drop_noise_branch)

@@ -39,6 +39,7 @@ from tokenizer.base import TASKS, TokenizerBase, normalize_language
 
 from .audio import CHUNK_LENGTH, HOP_LENGTH, N_FRAMES, SAMPLE_RATE, AudioError, load_audio, log_mel_window
 from .augment import Augment
+from .hf_dataset import read_dataset
 from .manifest import ManifestError, Utterance, read_folder, read_manifest
 
 IGNORE_INDEX = -100  # label value that torch.nn.functional.cross_entropy skips by default
@@ -56,8 +57,10 @@ class DataConfig:
     """Where the utterances come from and which ones to keep.
 
     Per split, a manifest (`train_manifest` / `eval_manifest`: .jsonl, .csv, Common Voice .tsv, or a
-    folder of audio files with same-named .txt transcripts) wins over `local_data_dir`, a Common
-    Voice language folder (`cv-corpus-X/<lang>`) whose `<train_split>.tsv` / `<eval_split>.tsv` are read.
+    folder of audio files with same-named .txt transcripts) wins over `dataset`, a Hugging Face
+    dataset (local folder or Hub name, see hf_dataset.read_dataset) whose `train_split` /
+    `eval_split` are read, which wins over `local_data_dir`, a Common Voice language folder
+    (`cv-corpus-X/<lang>`) whose `<train_split>.tsv` / `<eval_split>.tsv` are read.
     """
 
     local_data_dir: Path | None = None
@@ -65,6 +68,10 @@ class DataConfig:
     eval_split: str = "dev"
     train_manifest: Path | None = None
     eval_manifest: Path | None = None
+    dataset: str | None = None  # Hugging Face dataset: save_to_disk/shards/audiofolder folder or Hub name
+    dataset_config: str | None = None  # its Hub configuration, e.g. a Common Voice language
+    audio_column: str = "audio"
+    text_column: str | None = None  # default: the first of hf_dataset.TEXT_COLUMNS the dataset has
     min_duration: float = 0.0  # seconds; shorter clips are skipped when loaded
     max_duration: float = 30.0  # seconds; the encoder window (30 s) is the limit anyway
     keep_chars: str | None = None  # allowed transcript characters, see normalize_transcript
@@ -98,20 +105,31 @@ def normalize_transcript(text: str, keep_chars: str) -> str:
     return " ".join(word for word in words if word)
 
 
-def _source(cfg: DataConfig, split: str) -> Path:
-    """The manifest, folder or Common Voice .tsv that `split` ("train" or "eval") reads."""
+def _read_split(cfg: DataConfig, split: str) -> tuple[str, list[Utterance], str]:
+    """The rows that `split` ("train" or "eval") reads, from a manifest, a folder, a Hugging Face
+    dataset or a Common Voice .tsv; with the source's name and what it lacks when it has no row."""
     if split not in SPLITS:
         raise ValueError(f"split must be 'train' or 'eval' (which one, not a .tsv name: DataConfig.train_split "
                          f"and eval_split name those), got {split!r}")
     manifest = cfg.train_manifest if split == "train" else cfg.eval_manifest
-    if manifest is not None:
-        return manifest
-    if cfg.local_data_dir is None:
-        raise DataError(f"no {split} data: set {split}_manifest or local_data_dir")
-    tsv = cfg.local_data_dir / f"{cfg.train_split if split == 'train' else cfg.eval_split}.tsv"
-    if not tsv.is_file():
-        raise DataError(f"{tsv}: file not found (the {split} split of the Common Voice folder {cfg.local_data_dir})")
-    return tsv
+    name = cfg.train_split if split == "train" else cfg.eval_split
+    try:
+        if manifest is None and cfg.dataset is not None:
+            rows = read_dataset(cfg.dataset, name, config=cfg.dataset_config, audio_column=cfg.audio_column,
+                                text_column=cfg.text_column)
+            return f"{cfg.dataset} [{name}]", rows, "empty split (no rows)"
+        if manifest is None:
+            if cfg.local_data_dir is None:
+                raise DataError(f"no {split} data: set {split}_manifest or local_data_dir, or a dataset")
+            manifest = cfg.local_data_dir / f"{name}.tsv"
+            if not manifest.is_file():
+                raise DataError(f"{manifest}: file not found (the {split} split of the Common Voice folder "
+                                f"{cfg.local_data_dir})")
+        if manifest.is_dir():
+            return str(manifest), read_folder(manifest), "no audio file with a same-named .txt"
+        return str(manifest), read_manifest(manifest), f"empty {manifest.suffix.lstrip('.') or 'manifest'} (no rows)"
+    except ManifestError as err:
+        raise DataError(str(err)) from None
 
 
 def load_utterances(cfg: DataConfig, split: str) -> tuple[list[Utterance], Counter]:
@@ -121,12 +139,7 @@ def load_utterances(cfg: DataConfig, split: str) -> tuple[list[Utterance], Count
     not opened here; unreadable or over-long clips are skipped later by SpeechDataset. Raises
     DataError when the file is missing, has no rows, or none survives the filters.
     """
-    source = _source(cfg, split)
-    try:
-        rows = read_folder(source) if source.is_dir() else read_manifest(source)
-    except ManifestError as err:
-        raise DataError(str(err)) from None
-
+    source, rows, empty = _read_split(cfg, split)
     counts: Counter = Counter(rows=len(rows))
     kept = []
     for row in rows:
@@ -144,8 +157,7 @@ def load_utterances(cfg: DataConfig, split: str) -> tuple[list[Utterance], Count
 
     if not kept:
         if not rows:
-            what = "folder" if source.is_dir() else source.suffix.lstrip(".") or "manifest"
-            cause = "no audio file with a same-named .txt" if source.is_dir() else f"empty {what} (no rows)"
+            cause = empty
         else:
             causes = []
             if counts["empty_after_keep_chars"]:

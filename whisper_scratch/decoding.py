@@ -80,6 +80,23 @@ def detect_language(model: Whisper, audio_features: Tensor, tokenizer: WhisperTo
     return best, [dict(zip(codes, row.tolist())) for row in probs]
 
 
+def suppressed_tokens(tk: WhisperTokenizer, spec: str | tuple[int, ...] | None, n_vocab: int) -> list[int]:
+    """Sorted ids never sampled: `spec` ("-1" or -1 in it: Whisper's non-speech symbols) plus the
+    control tokens, which never belong in a transcript."""
+    if isinstance(spec, str):
+        spec = tuple(int(t) for t in spec.split(",") if t.strip())
+    ids = set(spec or ())
+    if -1 in ids:
+        ids = (ids - {-1}) | set(tk.non_speech_tokens)
+    ids |= {tk.transcribe, tk.translate, tk.sot, tk.sot_prev, tk.sot_lm, tk.no_speech}
+    return sorted(i for i in ids if 0 <= i < n_vocab)
+
+
+def blank_tokens(tk: WhisperTokenizer) -> list[int]:
+    """Tokens suppressed as the first sampled token: a blank and <|endoftext|>."""
+    return tk.encode(" ") + [tk.eot]
+
+
 class LogitRules:
     """Whisper's masks on next-token logits (B, V), applied in place in the reference order:
     blank suppression at the first step, the suppressed-token list, then the timestamp rules."""
@@ -88,22 +105,11 @@ class LogitRules:
         self.tk = tokenizer
         self.sample_begin = sample_begin
         self.suppress_blank = options.suppress_blank
-        self.blank = tokenizer.encode(" ") + [tokenizer.eot]
-        self.suppress = self._suppress_list(options.suppress_tokens, n_vocab)
+        self.blank = blank_tokens(tokenizer)
+        self.suppress = suppressed_tokens(tokenizer, options.suppress_tokens, n_vocab)
         self.timestamps = not options.without_timestamps
         self.max_initial = (None if options.max_initial_timestamp is None
                             else round(options.max_initial_timestamp / TIME_PRECISION))
-
-    def _suppress_list(self, spec: str | tuple[int, ...] | None, n_vocab: int) -> list[int]:
-        tk = self.tk
-        if isinstance(spec, str):
-            spec = tuple(int(t) for t in spec.split(",") if t.strip())
-        ids = set(spec or ())
-        if -1 in ids:
-            ids = (ids - {-1}) | set(tk.non_speech_tokens)
-        # Control tokens never belong in a transcript.
-        ids |= {tk.transcribe, tk.translate, tk.sot, tk.sot_prev, tk.sot_lm, tk.no_speech}
-        return sorted(i for i in ids if 0 <= i < n_vocab)
 
     def apply(self, logits: Tensor, tokens: Tensor) -> None:
         """logits (N, V) for the next token after tokens (N, T); modified in place."""
@@ -186,9 +192,11 @@ def decode_features(model: Whisper, features: Tensor, options: DecodingOptions =
     n_ctx = model.dims.n_text_ctx
     rows = [_initial_tokens(tokenizer, lang, options, n_ctx) for lang in languages]
     prompt = torch.tensor(rows, device=features.device)
-    sample_len = options.sample_len or n_ctx // 2
-    if prompt.shape[1] + sample_len > n_ctx:
-        raise ValueError(f"prompt ({prompt.shape[1]} tokens) + sample_len ({sample_len}) exceeds the text context {n_ctx}")
+    if prompt.shape[1] >= n_ctx:
+        raise ValueError(f"the initial tokens ({prompt.shape[1]}) fill the text context {n_ctx}: nothing left to sample")
+    # As the reference: sampling stops once the sequence would outgrow the context, so a long
+    # prompt shortens the window's output rather than failing (the last token is never fed back).
+    sample_len = min(options.sample_len or n_ctx // 2, n_ctx - prompt.shape[1] + 1)
     rules = LogitRules(tokenizer, options, prompt.shape[1], model.dims.n_vocab)
     sot_index = rows[0].index(tokenizer.sot)
 
@@ -227,7 +235,8 @@ def _sample(model: Whisper, features: Tensor, prompt: Tensor, rules: LogitRules,
         features, prompt = features.repeat_interleave(n_best, dim=0), prompt.repeat_interleave(n_best, dim=0)
     generator = torch.Generator(device=features.device).manual_seed(options.seed)
     eot = rules.tk.eot
-    cache, logits, no_speech = _first_step(model, features, prompt, prompt.shape[1] + sample_len, rules.tk, sot_index)
+    cache, logits, no_speech = _first_step(model, features, prompt, prompt.shape[1] + sample_len - 1, rules.tk,
+                                          sot_index)
     tokens = prompt
     sum_lp = torch.zeros(prompt.shape[0], device=prompt.device)
     done = torch.zeros(prompt.shape[0], dtype=torch.bool, device=prompt.device)
@@ -276,7 +285,7 @@ def _beam_search(model: Whisper, features: Tensor, prompt: Tensor, rules: LogitR
     max_done = round(k_beams * options.patience)
     features = features.repeat_interleave(k_beams, dim=0)
     tokens = prompt.repeat_interleave(k_beams, dim=0)
-    cache, logits, no_speech = _first_step(model, features, tokens, begin + sample_len, rules.tk, sot_index)
+    cache, logits, no_speech = _first_step(model, features, tokens, begin + sample_len - 1, rules.tk, sot_index)
     no_speech = no_speech[::k_beams]
     # All beams start equal: only the first is live at step 0, so the K extensions differ.
     scores = torch.full((n_audio, k_beams), -torch.inf, device=tokens.device)

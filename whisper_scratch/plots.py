@@ -10,7 +10,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 
 def plot_training(history: list[dict], path: str | Path) -> Path:
-    """Loss per step on the left, eval WER/CER per step on the right; returns the PNG path."""
+    """Loss per step on the left, eval WER/CER per step on the right (and WER per SNR when the run
+    evaluated under noise); returns the PNG path."""
     train = [h for h in history if "loss" in h]
     evals = [h for h in history if "eval_wer" in h]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
@@ -22,6 +23,11 @@ def plot_training(history: list[dict], path: str | Path) -> Path:
     left.legend()
     right.plot([h["step"] for h in evals], [100 * h["eval_wer"] for h in evals], "o-", label="WER")
     right.plot([h["step"] for h in evals], [100 * h["eval_cer"] for h in evals], "s--", label="CER")
+    noisy = sorted({k for h in evals for k in h if k.startswith("eval_wer_snr")},
+                   key=lambda k: -float(k[len("eval_wer_snr"):]))
+    for key in noisy:  # evaluation under noise (--eval-noise-dir): one WER line per SNR
+        right.plot([h["step"] for h in evals if key in h], [100 * h[key] for h in evals if key in h], ".:",
+                   label=f"WER {key[len('eval_wer_snr'):]} dB")
     right.set_xlabel("step")
     right.set_ylabel("%")
     right.grid(alpha=0.3)

@@ -27,6 +27,8 @@ from .data import IGNORE_INDEX, UNREADABLE, Batch, DataConfig, DataError
 from .decoding import DecodingOptions, decode, decode_features
 from .metrics import error_rates
 from .model import Whisper
+from .manifest import Utterance
+from .noisy_eval import NoisyEvaluation
 from .plots import plot_training
 from .train_setup import PRECISIONS, TrainData, autocast, build, step_groups
 from .train_state import SkipLog, save_checkpoint
@@ -75,12 +77,17 @@ class TrainConfig:
     cache_encoder: bool = False
     cache_variants: int = 1
     cache_storage: str = "fp32"  # fp16 halves the file; fp32 is exact
+    eval_noise_dir: Path | None = None  # also evaluate with this noise mixed in, at each eval_snr (dB)
+    eval_snr: tuple[float, ...] = (10.0, 0.0)
+    scoring: str = "standard"  # WER/CER scoring of the evaluations, see metrics.error_rates; "lenient" is opt-in
     # Loop.
     eval_every: int = 200
     save_every: int = 200
     log_every: int = 10
     eval_before: bool = True
     max_eval_utterances: int | None = None
+    eval_noise_dir: Path | None = None  # also evaluate with this noise mixed in, at each eval_snr (dB)
+    eval_snr: tuple[float, ...] = (10.0, 0.0)
     num_workers: int = 2
     seed: int = 1234
     device: str = "auto"
@@ -126,7 +133,7 @@ def evaluate(model: Whisper, tokenizer: TokenizerBase, data: TrainData, cfg: Tra
     if len(pairs) == unreadable:
         raise DataError(f"evaluation: no eval clip could be read and kept ({unreadable} unreadable, "
                         f"{len(skipped) - unreadable} outside the duration or length limits; see the lines above)")
-    rates = error_rates([r for r, _ in pairs], [h for _, h in pairs], cfg.data.language)
+    rates = error_rates([r for r, _ in pairs], [h for _, h in pairs], cfg.data.language, cfg.scoring)
     return {**rates, "pairs": pairs, "unreadable": unreadable, "skipped": skipped}
 
 
@@ -167,6 +174,9 @@ class Trainer:
         self.data, self.state, self.total_steps = setup.data, setup.state, setup.total_steps
         self.tensorboard = self._tensorboard()
         self.eval_skipped = SkipLog()  # eval clips already named
+        eval_utts = [Utterance(Path(p), text, cfg.data.language) for p, text in self.data.references.items()]
+        self.noisy_eval = (NoisyEvaluation(eval_utts, cfg.eval_noise_dir, cfg.eval_snr, cfg.seed)
+                           if cfg.eval_noise_dir and self.dist.main else None)
 
     # ---- the loop ------------------------------------------------------------------------
     def run(self) -> dict:
@@ -276,11 +286,27 @@ class Trainer:
             self._say(f"[{tag}] step {self.state.step}: WER {result['wer'] * 100:.2f}%  CER {result['cer'] * 100:.2f}%"
                       + "".join(f"\n  ref: {r}\n  hyp: {h}" for r, h in result["pairs"][:2]))
             self._log({"step": self.state.step, "eval_wer": result["wer"], "eval_cer": result["cer"],
-                       "eval_unreadable": result["unreadable"]})
+                       "eval_unreadable": result["unreadable"], **self._evaluate_noisy()})
             if result["wer"] < self.state.best_wer:
                 self.state.best_wer = result["wer"]
                 self._save("best")
         self.dist.barrier()
+
+    def _evaluate_noisy(self) -> dict[str, float]:
+        """WER/CER under noise (see noisy_eval.NoisyEvaluation); {} without an eval noise folder."""
+        if self.noisy_eval is None:
+            return {}
+        was_training = self.model.training
+        self.model.eval()
+        options = DecodingOptions(language=self.cfg.data.language, task=self.cfg.data.task,
+                                  without_timestamps=True, sample_len=self.model.dims.n_text_ctx // 2)
+        with autocast(self.device, self.dtype):
+            metrics = self.noisy_eval(self.model, self.tokenizer, options, self.cfg.eval_batch_size,
+                                      self.cfg.data.language)
+        self.model.train(was_training)
+        self._say("  under noise: " + "  ".join(f"{k[len('eval_wer_'):]} WER {v * 100:.2f}%"
+                                                for k, v in metrics.items() if k.startswith("eval_wer_")))
+        return metrics
 
     def _save(self, name: str) -> None:
         """`name/model.pt` for transcribe.py; `last/` also gets everything --resume restores."""
