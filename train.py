@@ -2,6 +2,7 @@
 
   python train.py --local-data-dir cv-corpus-17.0/cs --init base --language cs
   python train.py --train-manifest train.jsonl --eval-manifest dev.jsonl --whisper-size tiny --vocab-size 2000
+  python train.py --dataset my_saved_dataset --eval-split validation --init base --language mn
   torchrun --nproc_per_node 4 train.py …        (DDP: one process per GPU)
 
 Flags may also come from a preset file: `python train.py @configs/demo.args` (one flag per line).
@@ -15,7 +16,9 @@ from pathlib import Path
 
 from whisper_scratch.augment import AugmentConfig
 from whisper_scratch.data import DataConfig, DataError
+from whisper_scratch.metrics import SCORINGS
 from whisper_scratch.model import SIZES
+from whisper_scratch.noisy_eval import parse_snrs
 from whisper_scratch.trainer import PRECISIONS, TrainConfig, Trainer
 
 
@@ -24,15 +27,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                 fromfile_prefix_chars="@")
     d = p.add_argument_group("data")
     d.add_argument("--local-data-dir", type=Path, help="Common Voice language folder (train.tsv, dev.tsv, clips/)")
-    d.add_argument("--train-split", default="train", help="Common Voice split for training (train, validated, …)")
-    d.add_argument("--eval-split", default="dev", help="Common Voice split for evaluation (dev, test, …)")
+    d.add_argument("--train-split", default="train",
+                   help="split for training: a Common Voice .tsv name (train, validated, …) or a --dataset split")
+    d.add_argument("--eval-split", default="dev",
+                   help="split for evaluation: a Common Voice .tsv name (dev, test, …) or a --dataset split")
     d.add_argument("--train-manifest", type=Path, help="JSONL/CSV manifest or a folder of audio + .txt")
     d.add_argument("--eval-manifest", type=Path, help="JSONL/CSV manifest or a folder of audio + .txt")
+    d.add_argument("--dataset", help="Hugging Face dataset: a save_to_disk folder, a folder of parquet/arrow "
+                                     "shards or an audiofolder, or a Hub name; --train-split and --eval-split "
+                                     "name its splits (e.g. --eval-split validation)")
+    d.add_argument("--dataset-config", help="the dataset's Hub configuration (e.g. a Common Voice language)")
+    d.add_argument("--audio-column", default="audio", help="--dataset: the audio column (default audio)")
+    d.add_argument("--text-column", help="--dataset: the transcript column (default: text, sentence, "
+                                         "transcription or transcript, whichever it has)")
     d.add_argument("--language", help="language code of the data (sets the <|lang|> token)")
     d.add_argument("--task", default="transcribe", choices=["transcribe", "translate"])
     d.add_argument("--keep-chars", help="allowed characters; transcripts are normalised to this set")
     d.add_argument("--min-duration", type=float, default=0.0)
     d.add_argument("--max-duration", type=float, default=30.0, help="longer clips are skipped and counted")
+    d.add_argument("--timestamp-share", type=float, default=0.5,
+                   help="share of labels written with timestamps, as Whisper was trained (keeps timestamps alive)")
     a = p.add_argument_group("augmentation")
     a.add_argument("--spec-augment", action="store_true", help="SpecAugment time and frequency masks")
     a.add_argument("--noise", action="store_true", help="mix noise into training audio")
@@ -68,6 +82,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     o.add_argument("--precision", choices=["auto", *PRECISIONS], default="auto")
     o.add_argument("--grad-checkpointing", action="store_true", help="recompute activations to save memory")
     o.add_argument("--optimizer", choices=["adamw", "adamw8bit"], default="adamw")
+    o.add_argument("--group-by-length", action="store_true", help="batch labels of similar length together")
+    o.add_argument("--cache-encoder", action="store_true",
+                   help="with --freeze-encoder: encode each clip once and train on the stored encoder outputs")
+    o.add_argument("--cache-variants", type=int, default=1,
+                   help="augmented versions of each clip to encode (epoch e uses version e %% N)")
+    o.add_argument("--cache-storage", choices=["fp32", "fp16"], default="fp32")
     r = p.add_argument_group("run")
     r.add_argument("--output-dir", type=Path, default=Path("runs/whisper"))
     r.add_argument("--eval-every", type=int, default=200)
@@ -75,11 +95,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     r.add_argument("--log-every", type=int, default=10)
     r.add_argument("--no-eval-before", action="store_true", help="skip the evaluation before training")
     r.add_argument("--max-eval-utterances", type=int)
+    r.add_argument("--scoring", choices=SCORINGS, default="standard",
+                   help="WER/CER: standard (openai-whisper's normaliser, plain jiwer) or lenient (ours, "
+                        "compounds joined; not comparable with published figures)")
+    r.add_argument("--eval-noise-dir", type=Path,
+                   help="also evaluate with noise from this folder mixed in (same segment per clip every time)")
+    r.add_argument("--eval-snr", type=_snrs, default=(10.0, 0.0), metavar="DB,DB",
+                   help="SNRs in dB for --eval-noise-dir, comma-separated (default 10,0)")
     r.add_argument("--num-workers", type=int, default=2, help="DataLoader workers decoding audio")
     r.add_argument("--seed", type=int, default=1234)
     r.add_argument("--device", default="auto")
     r.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last exactly")
     return p.parse_args(argv)
+
+
+def _snrs(text: str) -> tuple[float, ...]:
+    try:
+        return parse_snrs(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:

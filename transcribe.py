@@ -4,14 +4,19 @@
   python transcribe.py --model_path ckpt/ --mode directory --audio_dir clips/ --output_file out.json
   python transcribe.py --model_path ckpt/ --mode batch --manifest test.jsonl --output_file out.tsv
   python transcribe.py --model_path base --mode evaluate --manifest test.jsonl --output_file eval.json
+  python transcribe.py --model_path base --audio_path clip.flac --output_dir out/ --output_format all
+  python transcribe.py --model_path base --mode evaluate --dataset my_saved_dataset --split test
 
 modes:
   single     one --audio_path; its text goes to stdout (or --output_file)
   directory  every audio file below --audio_dir (plus any --audio_path / --manifest files)
   batch      the audio of --manifest, --audio_dir and/or --audio_path, in batches of --batch_size
-  evaluate   transcribe the clips of --manifest (or --reference_file) and score them against the
-             listed text: prints WER and CER; --output_file must be .json and receives
-             {"wer", "cer", "utterances": [{"audio", "reference", "hypothesis"}]}
+  evaluate   transcribe the clips of --manifest (or --reference_file, or a Hugging Face --dataset)
+             and score them against the listed text: prints WER and CER (--scoring, default standard:
+             openai-whisper's normaliser and plain jiwer); --output_file must be .json and receives
+             {"wer", "cer", "utterances": [{"audio", "reference", "hypothesis"}]}. With --noise_dir,
+             also under noise at each --snr: a table of WER/CER per condition (clean first), and
+             "noise" and "conditions" in the JSON
 """
 from __future__ import annotations
 
@@ -23,18 +28,25 @@ from pathlib import Path
 
 import torch
 
+from whisper_scratch.batched import transcribe_files_batched
 from whisper_scratch.checkpoint import load_model
 from whisper_scratch.decoding import DecodingOptions, tokenizer_for
+from whisper_scratch.hf_dataset import read_dataset
 from whisper_scratch.manifest import AUDIO_EXTENSIONS, ManifestError, Utterance, list_audio, read_manifest
-from whisper_scratch.metrics import error_rates
+from whisper_scratch.metrics import SCORINGS
 from whisper_scratch.timing import APPEND_PUNCTUATIONS, PREPEND_PUNCTUATIONS
 from whisper_scratch.transcriber import Interrupted, TranscribeOptions, transcribe_files
+from whisper_scratch.vad import VadUnavailable, silero_weights_path
 from whisper_scratch.writers import SUPPORTED_EXTENSIONS, LineOptions, write_evaluation, write_results
-from tokenizer import load_tokenizer_dir
-from tokenizer.base import CONFIG_FILE, normalize_language
+from whisper_scratch.noisy_eval import (NoiseMixer, NoisyRun, format_table, noise_report, parse_snrs, score_run,
+                                        transcribe_noisy)
+from tokenizer.base import normalize_language
+from tokenizer.loading import tokenizer_beside
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 SUBTITLES = (".srt", ".vtt")
+TIMED = (".srt", ".vtt", ".tsv")  # formats that need segment timestamps
+OUTPUT_FORMATS = tuple(ext.lstrip(".") for ext in SUPPORTED_EXTENSIONS)
 
 # Exit codes (also in --help).
 OK, UNREADABLE, USAGE, INTERRUPTED = 0, 1, 2, 130
@@ -97,8 +109,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                       "and evaluate); audio paths are relative to the listing")
     p.add_argument("--reference_file", "--reference-file",
                    help="evaluate: the references, same formats as --manifest (give one of the two)")
+    p.add_argument("--dataset", help="evaluate: a Hugging Face dataset instead of a listing: a save_to_disk "
+                                     "folder, a folder of parquet/arrow shards or an audiofolder, or a Hub name")
+    p.add_argument("--dataset_config", "--dataset-config", help="the dataset's Hub configuration (e.g. a language)")
+    p.add_argument("--split", default="test", help="the dataset split to evaluate (default test)")
+    p.add_argument("--audio_column", "--audio-column", default="audio", help="the dataset's audio column")
+    p.add_argument("--text_column", "--text-column",
+                   help="the dataset's transcript column (default: text, sentence, transcription or transcript)")
     p.add_argument("--output_file", "--output-file",
                    help="txt, json, srt, vtt or tsv, chosen by extension (see below); evaluate: .json")
+    p.add_argument("--output_dir", "--output-dir", default=None,
+                   help="write one file per audio and format into this folder, named after the audio "
+                        "(clips/a.flac -> OUTPUT_DIR/a.srt), as openai-whisper's command line does")
+    p.add_argument("--output_format", "--output-format", choices=[*OUTPUT_FORMATS, "all"], default=None,
+                   help="with --output_dir (default all formats); alone it writes into the current folder")
     p.add_argument("--language", default=None,
                    help="language code or name (en, de, German); default: detect (multilingual models)")
     p.add_argument("--task", choices=["transcribe", "translate"], default="transcribe",
@@ -150,7 +174,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "short clips; transcripts differ from the reference implementations'")
     p.add_argument("--fast", action="store_true",
                    help="--trim_padding --silence_padding, and --dtype bf16 on CPU (unless --dtype is given)")
+    p.add_argument("--batched", action="store_true",
+                   help="Silero VAD cuts each recording's speech into chunks of up to 30 s, decoded --batch_size "
+                        "at a time without the previous text as prompt (faster-whisper's batched mode; needs "
+                        "pip install 'whisper-scratch[vad]')")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument("--scoring", choices=SCORINGS, default="standard",
+                   help="evaluate: standard (openai-whisper's normaliser and plain jiwer, as published WERs "
+                        "are scored; default) or lenient (our normaliser, compounds joined; lower figures that "
+                        "are not comparable with published ones)")
+    p.add_argument("--noise_dir", "--noise-dir",
+                   help="evaluate: also score each clip mixed with noise from this folder (any audio files), at "
+                        "every --snr; a clip always gets the same noise segment (seeded by its path)")
+    p.add_argument("--snr", default=None,
+                   help="evaluate with --noise_dir: signal-to-noise ratios in dB, comma-separated (default 20,10,5,0)")
+    p.add_argument("--noise_seed", "--noise-seed", type=int, default=0,
+                   help="evaluate with --noise_dir: seed of the per-clip choice of noise segment (default 0)")
     args = p.parse_args(argv)
     if args.word_timestamps:
         args.timestamps = True
@@ -200,6 +239,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     inputs, rows = _inputs(args)
+    mixer = _noise_mixer(args)
     if args.mode == "single":
         problem = _quick_audio_check(inputs[0])
         if problem:
@@ -208,21 +248,23 @@ def _run(args: argparse.Namespace) -> int:
     model = _load_model(args)
     tokenizer = _load_tokenizer(args.model_path)
     language = _check_language(args, model, tokenizer, rows)
-    timestamps = args.timestamps or _suffix(args.output_file) in (".srt", ".vtt", ".tsv")
+    timestamps = args.timestamps or any(f".{fmt}" in TIMED for fmt in _output_formats(args)) or \
+        _suffix(args.output_file) in TIMED
     opts = TranscribeOptions(
         decoding=DecodingOptions(task=args.task, language=language, beam_size=args.beam_size,
                                  best_of=args.best_of, seed=args.seed,
                                  without_timestamps=not timestamps, prompt=args.initial_prompt),
-        batch_size=args.batch_size if args.mode != "single" else 1,
+        batch_size=args.batch_size if args.mode != "single" or args.batched else 1,
         temperatures=(0.0,) if args.no_fallback else TranscribeOptions.temperatures,
         condition_on_previous_text=args.condition_on_previous_text,
         trim_padding=args.trim_padding, silence_padding=args.silence_padding,
         word_timestamps=args.word_timestamps, prepend_punctuations=args.prepend_punctuations,
         append_punctuations=args.append_punctuations, clip_timestamps=args.clip_timestamps,
         hallucination_silence_threshold=args.hallucination_silence_threshold)
+    transcribe = transcribe_files_batched if args.batched else transcribe_files
     interrupted = False
     try:
-        results, failed = transcribe_files(model, inputs, opts, tokenizer)
+        results, failed = transcribe(model, inputs, opts, tokenizer)
     except Interrupted as e:  # keep what was done
         results, failed, interrupted = e.results, e.failed, True
 
@@ -232,7 +274,8 @@ def _run(args: argparse.Namespace) -> int:
         print("interrupted: nothing scored", file=sys.stderr)
         return INTERRUPTED
     if args.mode == "evaluate":
-        return _evaluate(args, results, rows, failed, language)
+        noisy = transcribe_noisy(model, inputs, opts, tokenizer, mixer, args.snr) if mixer else []
+        return _evaluate(args, [NoisyRun(None, results, failed), *noisy], rows, language, mixer)
     if results:
         _output(args, results)
     if interrupted:
@@ -250,6 +293,8 @@ def _run(args: argparse.Namespace) -> int:
 def _output(args: argparse.Namespace, results: list[dict]) -> None:
     if args.output_file:
         _write(args, results)
+    elif _output_formats(args):
+        _write_per_audio(args, results)
     else:
         for r in results:
             print(r["text"] if args.mode == "single" else f"{r['audio']}\t{r['text']}")
@@ -278,6 +323,18 @@ def _check_args(args: argparse.Namespace) -> None:
         raise CliError(f"--threads must be at least 1, got {args.threads}")
     if str(args.device).startswith("cuda") and not torch.cuda.is_available():
         raise CliError(f"--device {args.device}: no CUDA GPU is available here (use --device cpu)")
+    if args.output_dir or args.output_format:
+        if args.output_file:
+            raise CliError("give --output_file, or --output_dir / --output_format (one file per audio), not both")
+        if args.mode == "evaluate":
+            raise CliError("evaluate writes one JSON report: use --output_file report.json, not --output_dir")
+        if args.output_dir and Path(args.output_dir).exists() and not Path(args.output_dir).is_dir():
+            raise CliError(f"--output_dir {args.output_dir} is a file; give a folder")
+    if args.batched:
+        try:
+            silero_weights_path()
+        except VadUnavailable as e:
+            raise CliError(f"--batched: {e}") from None
     if args.output_file:
         suffix = _suffix(args.output_file)
         if args.mode == "evaluate" and suffix != ".json":
@@ -289,6 +346,9 @@ def _check_args(args: argparse.Namespace) -> None:
         if Path(args.output_file).is_dir():
             raise CliError(f"--output_file {args.output_file} is a folder; give a file name such as "
                            f"{Path(args.output_file) / ('out' + suffix if suffix else 'out.json')}")
+    if args.mode != "evaluate" and (args.reference_file or args.dataset):
+        raise CliError(f"--{'reference_file' if args.reference_file else 'dataset'} is for --mode evaluate, "
+                       f"not {args.mode}")
     if args.mode == "single":
         if args.audio_dir or args.manifest:
             raise CliError("single mode takes one --audio_path; use --mode directory or batch for "
@@ -298,15 +358,25 @@ def _check_args(args: argparse.Namespace) -> None:
                            "(use --mode batch for several files)")
     elif args.mode == "evaluate":
         if args.audio_path or args.audio_dir:
-            raise CliError("evaluate reads its audio from --manifest (or --reference_file); "
+            raise CliError("evaluate reads its audio from --manifest (or --reference_file, or --dataset); "
                            "drop --audio_path / --audio_dir")
-        if args.manifest and args.reference_file:
-            raise CliError("evaluate takes --manifest or --reference_file, not both")
-        if not (args.manifest or args.reference_file):
+        given = [flag for flag in ("manifest", "reference_file", "dataset") if getattr(args, flag)]
+        if len(given) > 1:
+            raise CliError(f"evaluate takes one of --manifest, --reference_file and --dataset, "
+                           f"got --{' and --'.join(given)}")
+        if not given:
             raise CliError("evaluate needs --manifest (or --reference_file): a .jsonl/.csv/.tsv listing "
-                           "audio and text")
+                           "audio and text; or --dataset, a Hugging Face dataset")
     elif args.reference_file:
         raise CliError(f"--reference_file is for --mode evaluate, not {args.mode}")
+    if args.snr is not None and not args.noise_dir:
+        raise CliError("--snr needs --noise_dir, the folder of noise recordings to mix in")
+    if args.noise_dir and args.mode != "evaluate":
+        raise CliError(f"--noise_dir is for --mode evaluate (noisy references), not {args.mode}")
+    try:
+        args.snr = parse_snrs(args.snr) if args.snr is not None else (20.0, 10.0, 5.0, 0.0)
+    except ValueError as e:
+        raise CliError(f"--snr {args.snr}: {e}") from None
 
 
 def _suffix(path: str | None) -> str:
@@ -317,8 +387,9 @@ def _inputs(args: argparse.Namespace) -> tuple[list[Path], list[Utterance]]:
     """Audio paths for the mode, and the listing's rows (audio + reference) for evaluate."""
     try:
         if args.mode == "evaluate":
-            listing = args.manifest or args.reference_file
-            rows = read_manifest(listing)
+            listing = _listing(args)
+            rows = (read_dataset(args.dataset, args.split, config=args.dataset_config, audio_column=args.audio_column,
+                                 text_column=args.text_column) if args.dataset else read_manifest(listing))
             if not rows:
                 raise CliError(f"{listing} lists no utterances")
             return [r.audio for r in rows], rows
@@ -365,16 +436,10 @@ def _load_model(args: argparse.Namespace):
 
 def _load_tokenizer(model_path: str):
     """A model trained from scratch carries its own vocabulary beside the weights."""
-    path = Path(model_path)
-    if not path.exists():  # a size name: OpenAI's vocabulary
-        return None
-    folder = path if path.is_dir() else path.parent
-    if not (folder / CONFIG_FILE).is_file():
-        return None
     try:
-        return load_tokenizer_dir(folder)
+        return tokenizer_beside(model_path)
     except Exception as e:
-        raise CliError(f"cannot read the tokenizer in {folder}: {_one_line(e)}") from None
+        raise CliError(f"cannot read the tokenizer beside {model_path}: {_one_line(e)}") from None
 
 
 def _check_language(args: argparse.Namespace, model, tokenizer, rows: list[Utterance]) -> str | None:
@@ -415,6 +480,28 @@ def _write(args: argparse.Namespace, results: list[dict]) -> None:
         raise CliError(f"cannot write {args.output_file}: {_one_line(e)}") from None
 
 
+def _output_formats(args: argparse.Namespace) -> list[str]:
+    """The formats --output_dir / --output_format ask for (none without them)."""
+    if not (args.output_dir or args.output_format):
+        return []
+    return list(OUTPUT_FORMATS) if args.output_format in (None, "all") else [args.output_format]
+
+
+def _write_per_audio(args: argparse.Namespace, results: list[dict]) -> None:
+    """openai-whisper's habit: OUTPUT_DIR/<audio name>.<format> for every audio and format."""
+    folder = Path(args.output_dir or ".")
+    formats = _output_formats(args)
+    lines = LineOptions(args.max_line_width, args.max_line_count, args.highlight_words)
+    try:
+        for fmt in formats:
+            for r, target in _subtitle_targets(results, folder / f"out.{fmt}"):
+                write_results([r], target, lines)
+    except OSError as e:
+        raise CliError(f"cannot write into {folder}: {_one_line(e)}") from None
+    print(f"wrote {', '.join(formats)} for {len(results)} audio file{'s' * (len(results) != 1)} to {folder}",
+          file=sys.stderr)
+
+
 def _subtitle_targets(results: list[dict], output_file: Path) -> list[tuple[dict, Path]]:
     """One subtitle path per result in output_file's folder, named after the audio (see EPILOG)."""
     folder, suffix = output_file.parent, output_file.suffix
@@ -431,29 +518,46 @@ def _subtitle_targets(results: list[dict], output_file: Path) -> list[tuple[dict
     return targets
 
 
-def _evaluate(args: argparse.Namespace, results: list[dict], rows: list[Utterance],
-              failed: list[tuple[Path, str]], language: str | None) -> int:
-    hyps = {Path(r["audio"]): r["text"] for r in results}
-    # An unreadable clip counts as an empty hypothesis: skipping it would flatter the WER.
-    utterances = [{"audio": str(r.audio), "reference": r.text, "hypothesis": hyps.get(r.audio, "")} for r in rows]
-    language = language or _common_language(rows, results)
+def _noise_mixer(args: argparse.Namespace) -> NoiseMixer | None:
+    """The noise of --noise_dir, read before the model loads so that a bad folder costs no waiting."""
+    if not args.noise_dir:
+        return None
     try:
-        rates = error_rates([u["reference"] for u in utterances], [u["hypothesis"] for u in utterances], language)
+        return NoiseMixer(args.noise_dir, args.noise_seed)
     except ValueError as e:
-        raise CliError(f"cannot score {args.manifest or args.reference_file}: {e}") from None
+        raise CliError(f"--noise_dir: {e}") from None
+
+
+def _evaluate(args: argparse.Namespace, runs: list[NoisyRun], rows: list[Utterance], language: str | None,
+              mixer: NoiseMixer | None) -> int:
+    """Score the clean run (and the noisy ones after it), print, and write the JSON report."""
+    clean, failed = runs[0], runs[0].failed
+    language = language or _common_language(rows, clean.results)
+    try:
+        scores = [score_run(run, rows, language, args.scoring) for run in runs]
+    except ValueError as e:
+        raise CliError(f"cannot score {_listing(args)}: {e}") from None
     if args.output_file:
         try:
-            write_evaluation(args.output_file, rates["wer"], rates["cer"], utterances)
+            write_evaluation(args.output_file, scores[0].wer, scores[0].cer, scores[0].utterances,
+                             noise_report(mixer, scores) if mixer else None)
         except OSError as e:
             raise CliError(f"cannot write {args.output_file}: {_one_line(e)}") from None
-        print(f"wrote the evaluation of {len(utterances)} utterances to {args.output_file}", file=sys.stderr)
-    print(f"WER {rates['wer'] * 100:.2f}%  CER {rates['cer'] * 100:.2f}%  on {len(utterances)} utterances"
-          f" ({len(failed)} unreadable)")
+        print(f"wrote the evaluation of {len(rows)} utterances to {args.output_file}", file=sys.stderr)
+    if mixer:
+        print(f"noise from {mixer.noise_dir} (seed {mixer.seed}):\n{format_table(scores)}")
+    print(f"{'clean: ' if mixer else ''}WER {scores[0].wer * 100:.2f}%  CER {scores[0].cer * 100:.2f}%  on {len(rows)} utterances"
+          f" ({len(failed)} unreadable), {args.scoring} scoring")
     if failed:
         print(f"{len(failed)} of {len(rows)} clips could not be read (listed above as skipped) and were "
               "scored as empty hypotheses", file=sys.stderr)
         return UNREADABLE
     return OK
+
+
+def _listing(args: argparse.Namespace) -> str:
+    """What evaluate reads, for messages."""
+    return f"{args.dataset} [{args.split}]" if args.dataset else args.manifest or args.reference_file
 
 
 def _listed_language(rows: list[Utterance], known: list[str]) -> str | None:

@@ -7,6 +7,7 @@ resident set after loading the weights (what the step itself needs).
 
   python bench/train_step.py --model tiny.en --batch 4 --steps 5            # CPU
   python bench/train_step.py --model base --batch 16 --precision bf16 --device cuda
+  python bench/train_step.py --model small --random-init --device cuda      # no weights needed
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ sys.path.insert(0, str(REPO))
 
 from whisper_scratch.checkpoint import load_model  # noqa: E402
 from whisper_scratch.formats.huggingface import save_huggingface  # noqa: E402
+from whisper_scratch.model import SIZES, Whisper  # noqa: E402
 from whisper_scratch.packaged import PACKAGES, packaged_model  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -44,11 +46,14 @@ def current_rss_mib() -> float:
 
 
 def one_run(system: str, args: argparse.Namespace) -> dict:
-    """Time `args.steps` optimizer steps after 2 warm-up steps; runs inside a fresh process."""
+    """Time `args.steps` optimizer steps after `args.warmup` untimed ones; runs inside a fresh process."""
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    ours = load_model(packaged_model(args.model) if args.model in PACKAGES else args.model)
+    if args.random_init:
+        ours = Whisper(SIZES[args.model])  # seeded above: both systems get the same weights
+    else:
+        ours = load_model(packaged_model(args.model) if args.model in PACKAGES else args.model)
     batch, n_tok = args.batch, args.tokens
     mel = torch.randn(batch, ours.dims.n_mels, 3000, device=device)
     tokens = torch.randint(0, 50000, (batch, n_tok), device=device)
@@ -83,7 +88,7 @@ def one_run(system: str, args: argparse.Namespace) -> dict:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     times = []
-    for step in range(args.steps + 2):
+    for step in range(args.steps + args.warmup):
         if device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
@@ -95,7 +100,7 @@ def one_run(system: str, args: argparse.Namespace) -> dict:
         optimizer.zero_grad(set_to_none=True)
         if device.type == "cuda":
             torch.cuda.synchronize()
-        if step >= 2:
+        if step >= args.warmup:
             times.append(time.perf_counter() - start)
     peak = (torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else rss_mib() - base_rss)
     return {"system": system, "step_s": sorted(times)[len(times) // 2], "peak_mib": peak, "loss": loss.item()}
@@ -104,9 +109,12 @@ def one_run(system: str, args: argparse.Namespace) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="tiny.en", help="tiny.en, base, or a checkpoint folder")
+    p.add_argument("--random-init", action="store_true",
+                   help="random weights of size --model (no download; time and memory do not depend on them)")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--tokens", type=int, default=32, help="decoder tokens per example")
     p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps first (lazy initialisation, autotuning)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--precision", choices=list(DTYPES), default="fp32")
     p.add_argument("--device", default="cpu")
@@ -123,8 +131,9 @@ def main() -> None:
             out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
             rows.append({**json.loads(out), "checkpointing": checkpointing})
             print(f"  {rows[-1]}", file=sys.stderr)
-    print(f"\n{args.model}, batch {args.batch} x {args.tokens} tokens, {args.precision}, {args.device}, "
-          f"{args.threads} threads, median of {args.steps} steps\n")
+    weights = "random weights" if args.random_init else "real weights"
+    print(f"\n{args.model} ({weights}), batch {args.batch} x {args.tokens} tokens, {args.precision}, "
+          f"{args.device}, {args.threads} threads, median of {args.steps} steps\n")
     print("| grad. checkpointing | system | step time (s) | peak memory (MiB) | ours / theirs: time | memory |")
     print("| --- | --- | --- | --- | --- | --- |")
     for ours, theirs in zip(rows[::2], rows[1::2]):

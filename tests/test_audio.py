@@ -126,6 +126,18 @@ def test_corrupt_file(tmp_path, monkeypatch):
     assert "\n" not in str(err.value)
 
 
+def test_c_decoder_messages_are_dropped_and_other_stderr_is_kept(capfd):
+    """While a decode is captured, the C decoder's notes vanish; text from elsewhere (another
+    thread's progress bar, a warning) still reaches stderr, in order."""
+    with A.C_STDERR.captured():
+        os.write(2, b"\r 40%|####      | 2/5")
+        with A.C_STDERR.captured():  # a second decode at the same time shares the capture
+            os.write(2, b"Note: Illegal Audio-MPEG-Header 0x00000000 at offset 2003.\nNote: Trying to resync...\n")
+            os.write(2, b"[src/libmpg123/id3.c:INT123_parse_new_id3():916] error: Bad tag length\n")
+        os.write(2, b"\r 60%|######    | 3/5\nx.py:3: UserWarning: kept\n")
+    assert capfd.readouterr().err == "\r 40%|####      | 2/5\r 60%|######    | 3/5\nx.py:3: UserWarning: kept\n"
+
+
 def test_unsupported_container_without_ffmpeg(tmp_path, monkeypatch):
     monkeypatch.setattr(A.shutil, "which", lambda name: None)
     path = tmp_path / "clip.m4a"

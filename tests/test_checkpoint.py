@@ -2,7 +2,6 @@
 folders, strict loading and the noise-branch rules. Default tests use small random models and files
 written here; `shared` tests use the real tiny.en / base weights and the reference implementations."""
 import json
-import logging
 import struct
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from safetensors.torch import save_file
 from whisper_scratch.checkpoint import (
     CheckpointError, export_openai, load_checkpoint, load_model, model_from_checkpoint, save_model,
 )
-from whisper_scratch.formats.ctranslate2 import load_ctranslate2
+from whisper_scratch.formats.ctranslate2 import load_ctranslate2, save_ctranslate2
 from whisper_scratch.formats.huggingface import save_huggingface, to_huggingface
 from whisper_scratch.formats.native import FORMAT
 from whisper_scratch.model import SIZES, ModelDimensions, Whisper
@@ -181,15 +180,24 @@ def test_openai_export_round_trip(tmp_path):
     assert torch.equal(outputs(model), outputs(loaded))
 
 
-def test_openai_export_of_a_dual_model_drops_the_branch_with_a_warning(tmp_path, caplog):
+WRITERS = {"openai": lambda m, out, **kw: export_openai(m, out / "m.pt", **kw),
+           "huggingface": lambda m, out, **kw: save_huggingface(m, out, **kw),
+           "ctranslate2": lambda m, out, **kw: save_ctranslate2(m, out, dtype=torch.float32, **kw)}
+
+
+@pytest.mark.parametrize("fmt", WRITERS)
+def test_export_of_a_dual_model_is_refused_unless_the_branch_is_dropped(tmp_path, fmt):
+    """No other runtime has the noise branch: refused with one line saying why and how, nothing
+    written; with drop_noise_branch the export holds the plain model."""
     dual = random_model(dual=True)
-    path = tmp_path / "plain.pt"
-    with caplog.at_level(logging.WARNING):
-        export_openai(dual, path)
-    assert "without it" in caplog.text
-    state = torch.load(path, weights_only=True)["model_state_dict"]
-    assert not any(".noise_" in k for k in state)
-    assert not load_model(path).dual_attention
+    with pytest.raises(CheckpointError, match="noise branch .* --drop_noise_branch"):
+        WRITERS[fmt](dual, tmp_path / "refused")
+    assert not (tmp_path / "refused").exists() or not any((tmp_path / "refused").iterdir())
+    WRITERS[fmt](dual, tmp_path / "out", drop_noise_branch=True)
+    ckpt = load_checkpoint(next((tmp_path / "out").glob("*.pt"), tmp_path / "out"))
+    assert not ckpt.dual_attention and not any(".noise_" in k for k in ckpt.state_dict)
+    plain = {k: v for k, v in dual.state_dict().items() if ".noise_" not in k}
+    assert_same_state(plain, ckpt.state_dict)
 
 
 def test_openai_checkpoint_with_alignment_heads(tmp_path):
@@ -297,6 +305,22 @@ def test_ctranslate2_load_equals_the_model(tmp_path, dtype):
     expected.load_state_dict({k: v.to(dtype) for k, v in model.state_dict().items()})
     assert torch.equal(outputs(loaded), outputs(expected))
     assert loaded.checkpoint_extra["suppress_ids"] == [3, 4]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_ctranslate2_writer_is_the_loader_inverse(tmp_path, dtype):
+    """Our model.bin is byte for byte the one written independently from weights.md above, and
+    reads back to the same tensors and alignment heads."""
+    model = random_model()
+    model.set_alignment_heads(HEADS)
+    save_ctranslate2(model, tmp_path / "ours", dtype=dtype)
+    write_ct2(tmp_path / "reference", ct2_variables(model.state_dict(), DIMS), dtype)
+    assert (tmp_path / "ours/model.bin").read_bytes() == (tmp_path / "reference/model.bin").read_bytes()
+    ckpt = load_checkpoint(tmp_path / "ours")
+    assert ckpt.dims == DIMS and ckpt.alignment_heads == HEADS
+    assert_same_state({k: v.to(dtype) for k, v in model.state_dict().items()}, ckpt.state_dict)
+    assert sorted(p.name for p in (tmp_path / "ours").iterdir()) == ["config.json", "model.bin",
+                                                                     "preprocessor_config.json"]
 
 
 def test_ctranslate2_parts_are_read_as_one_stream(tmp_path):

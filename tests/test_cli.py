@@ -6,6 +6,7 @@ translation and the 563-clip asterisk-en evaluation) through `transcribe.main`."
 import contextlib
 import io
 import json
+import random
 import subprocess
 import sys
 import time
@@ -21,6 +22,7 @@ if str(REPO) not in sys.path:  # transcribe.py is a script at the repo root, not
     sys.path.insert(0, str(REPO))
 
 import transcribe  # noqa: E402
+from whisper_scratch.metrics import error_rates  # noqa: E402
 
 JFK_WORDS = ("fellow americans", "ask not what your country can do for you")
 
@@ -98,6 +100,7 @@ def test_dash_aliases_match_underscore_flags():
     assert under.audio_path == ["a.wav"] and under.beam_size == 3 and under.batch_size == 4
     defaults = transcribe.parse_args([])
     assert (defaults.mode, defaults.task, defaults.language, defaults.beam_size) == ("single", "transcribe", None, None)
+    assert defaults.scoring == "standard"
 
 
 @pytest.mark.parametrize("argv, needle", [
@@ -105,6 +108,7 @@ def test_dash_aliases_match_underscore_flags():
     (["--task", "summarise"], "invalid choice"),
     (["--batch_size", "many"], "invalid int value"),
     (["--no_such_flag"], "unrecognized arguments"),
+    (["--scoring", "strict"], "invalid choice"),
 ])
 def test_argparse_errors_exit_2(capsys, argv, needle):
     code, _, err = run_cli(capsys, *argv)
@@ -118,7 +122,7 @@ def test_argparse_errors_exit_2(capsys, argv, needle):
     (["--mode", "directory"], ("needs --audio_dir",)),
     (["--mode", "batch"], ("needs --audio_dir, --manifest or --audio_path",)),
     (["--mode", "evaluate"], ("evaluate needs --manifest",)),
-    (["--mode", "evaluate", "--manifest", "a.jsonl", "--reference_file", "b.jsonl"], ("not both",)),
+    (["--mode", "evaluate", "--manifest", "a.jsonl", "--reference_file", "b.jsonl"], ("takes one of",)),
     (["--mode", "evaluate", "--manifest", "a.jsonl", "--audio_dir", "."], ("drop --audio_path / --audio_dir",)),
     (["--mode", "batch", "--audio_path", "a.wav", "--reference_file", "r.jsonl"], ("--reference_file is for",)),
     (["--audio_path", "a.wav", "--batch_size", "0"], ("--batch_size must be at least 1",)),
@@ -276,6 +280,58 @@ def test_script_exit_code_and_no_traceback(tmp_path):
                            "--audio-path", str(audio)], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 2 and proc.stdout == ""
     one_error_line(proc.stderr, "model not found", "--model_path")
+
+
+def write_corrupt_mp3(path: Path) -> Path:
+    """An ID3 tag over noise: libmpg123 prints "Note: Illegal Audio-MPEG-Header ..." and more to fd 2."""
+    path.write_bytes(b"ID3\x03\x00\x00\x00" + random.Random(0).randbytes(2000))
+    return path
+
+
+@pytest.mark.parametrize("mode", ["single", "batch"])
+def test_corrupt_mp3_reports_our_line_only(tmp_path, mode):
+    """A real process, so that what the C decoder writes to fd 2 is seen: only our lines."""
+    from whisper_scratch.checkpoint import save_model
+    from whisper_scratch.model import ModelDimensions, Whisper
+
+    model = save_model(Whisper(ModelDimensions(80, 150, 64, 2, 1, 51864, 48, 64, 2, 1)), tmp_path / "m.pt")
+    inputs = ["--audio_path", str(write_corrupt_mp3(tmp_path / "corrupt.mp3"))]
+    if mode == "batch":
+        inputs += ["--mode", "batch", "--audio_path", str(write_tone(tmp_path / "tone.wav")), "--no_fallback"]
+    proc = subprocess.run([sys.executable, str(REPO / "transcribe.py"), "--model_path", str(model), *inputs],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 1
+    if mode == "single":
+        one_error_line(proc.stderr, "corrupt.mp3")
+    else:
+        lines = [line for line in proc.stderr.splitlines() if "corrupt.mp3" in line]
+        assert len(lines) == 1 and lines[0].startswith("skipped: "), proc.stderr
+        assert "Note:" not in proc.stderr and "mpg123" not in proc.stderr, proc.stderr
+
+
+def test_output_dir_writes_each_format_per_audio_as_openai_whisper(tmp_path, capsys):
+    """--output_dir (all formats) and --output_format, with one file per audio named after it."""
+    from whisper_scratch.checkpoint import save_model
+    from whisper_scratch.model import ModelDimensions, Whisper
+
+    model = save_model(Whisper(ModelDimensions(80, 150, 64, 2, 1, 51864, 48, 64, 2, 1)), tmp_path / "m.pt")
+    clips = tmp_path / "clips"
+    (clips / "sub").mkdir(parents=True)
+    audio = [write_tone(clips / "a.wav"), write_tone(clips / "sub" / "b.wav", seconds=0.5)]
+    common = ["--model_path", model, "--no_fallback", "--threads", "1"]
+    code, _, err = run_cli(capsys, *common, "--audio_path", audio[0], "--output_dir", tmp_path / "all")
+    assert code == 0 and "wrote" in err
+    assert sorted(p.name for p in (tmp_path / "all").iterdir()) == ["a.json", "a.srt", "a.tsv", "a.txt", "a.vtt"]
+    assert (tmp_path / "all/a.vtt").read_text().startswith("WEBVTT")
+    code, _, _ = run_cli(capsys, *common, "--mode", "batch", "--audio_dir", clips, "--output_dir", tmp_path / "srt",
+                         "--output_format", "srt")
+    assert code == 0
+    assert sorted(str(p.relative_to(tmp_path / "srt")) for p in (tmp_path / "srt").rglob("*.srt")) == ["a.srt",
+                                                                                                       "sub/b.srt"]
+    code, _, err = run_cli(capsys, *common, "--audio_path", audio[0], "--output_dir", tmp_path / "x",
+                           "--output_file", tmp_path / "x.txt")
+    assert code == 2
+    one_error_line(err, "--output_file", "--output_dir")
 
 
 # ================================================================ tiny.en (shared)
@@ -493,7 +549,7 @@ def test_evaluate_small_json_report(capsys, tmp_path, tiny_en_dir, shared_data):
     target = tmp_path / "report" / "eval.json"
     code, out, err = run_cli(capsys, "--model_path", tiny_en_dir, "--mode", "evaluate", "--manifest", manifest,
                              "--output_file", target, "--batch_size", "4")
-    assert code == 0 and out.startswith("WER ") and "on 6 utterances (0 unreadable)" in out
+    assert code == 0 and out.startswith("WER ") and "on 6 utterances (0 unreadable), standard scoring" in out
     report = json.loads(target.read_text())
     assert set(report) == {"wer", "cer", "utterances"}
     assert [set(u) for u in report["utterances"]] == [{"audio", "reference", "hypothesis"}] * 6
@@ -501,6 +557,9 @@ def test_evaluate_small_json_report(capsys, tmp_path, tiny_en_dir, shared_data):
     assert [u["reference"] for u in report["utterances"]] == [r["text"] for r in rows]
     assert 0 <= report["wer"] <= 0.25 and 0 <= report["cer"] <= report["wer"] + 0.1
     assert f"{report['wer'] * 100:.2f}%" in out
+    rates = error_rates([u["reference"] for u in report["utterances"]], [u["hypothesis"] for u in report["utterances"]],
+                        "en")
+    assert (report["wer"], report["cer"]) == (rates["wer"], rates["cer"])
 
 
 @pytest.mark.shared
@@ -526,13 +585,16 @@ def test_evaluate_reference_file_with_unreadable_clip(capsys, tmp_path, tiny_en_
     _small_manifest(shared_data / "asterisk-en", manifest, 3, [missing])
     target = tmp_path / "eval.json"
     code, out, err = run_cli(capsys, "--model_path", tiny_en_dir, "--mode", "evaluate", "--reference-file", manifest,
-                             "--output-file", target)
-    assert code == 1 and "(1 unreadable)" in out
+                             "--output-file", target, "--scoring", "lenient")
+    assert code == 1 and "(1 unreadable), lenient scoring" in out
     assert any(line.startswith("skipped: audio file not found") for line in err.splitlines())
     report = json.loads(target.read_text())
     lost = report["utterances"][-1]
     assert lost == {"audio": missing["audio"], "reference": missing["text"], "hypothesis": ""}
     assert report["wer"] >= 3 / sum(len(u["reference"].split()) for u in report["utterances"])
+    rates = error_rates([u["reference"] for u in report["utterances"]], [u["hypothesis"] for u in report["utterances"]],
+                        "en", scoring="lenient")
+    assert (report["wer"], report["cer"]) == (rates["wer"], rates["cer"])
 
 
 # ================================================================ base (shared)
@@ -619,4 +681,22 @@ def test_base_evaluate_asterisk_en_report(asterisk_eval, record_property):
     assert "decoding in 'en', the language the listing gives" in asterisk_eval["stderr"]
     assert report["wer"] <= ASTERISK_REGRESSION_WER, summary
     assert report["cer"] <= ASTERISK_REGRESSION_CER, summary
+
+
+@pytest.mark.shared
+def test_base_asterisk_en_scored_as_the_field_scores(asterisk_eval):
+    """Standard scoring is openai-whisper's normaliser then plain jiwer: our normaliser gives its
+    output on every one of base's 563 hypotheses (and references), and the WER/CER are jiwer's."""
+    import jiwer
+    from whisper.normalizers import EnglishTextNormalizer as TheirEnglish
+
+    from whisper_scratch.normalizers import EnglishTextNormalizer
+
+    ours, theirs = EnglishTextNormalizer(), TheirEnglish()
+    utterances = asterisk_eval["report"]["utterances"]
+    texts = [u["hypothesis"] for u in utterances] + [u["reference"] for u in utterances]
+    assert [ours(t) for t in texts] == [theirs(t) for t in texts]
+    references, hypotheses = [theirs(u["reference"]) for u in utterances], [theirs(u["hypothesis"]) for u in utterances]
+    assert asterisk_eval["report"]["wer"] == pytest.approx(jiwer.wer(references, hypotheses), abs=1e-12)
+    assert asterisk_eval["report"]["cer"] == pytest.approx(jiwer.cer(references, hypotheses), abs=1e-12)
 

@@ -208,8 +208,8 @@ def test_tokens_multilingual():
                   tok.encode(" Co je to za divnou loď?"), tok.eot)
     # A Common Voice locale with a region maps to its language; a language set on the dataset wins.
     located = SpeechDataset([Utterance(utts[0].audio, "x", "sv-SE")], tok)
-    assert located.token_ids[0][1] == tok.to_language_token("sv")
-    assert SpeechDataset(utts[:1], tok, language="Slovak").token_ids[0][1] == tok.to_language_token("sk")
+    assert located.prefix_ids[0][1] == tok.to_language_token("sv")
+    assert SpeechDataset(utts[:1], tok, language="Slovak").prefix_ids[0][1] == tok.to_language_token("sk")
     with pytest.raises(DataError, match="needs a language"):
         SpeechDataset([Utterance(utts[0].audio, "x")], tok)
     with pytest.raises(DataError, match="'xx' is not in this tokenizer"):

@@ -1,15 +1,19 @@
-"""Tests for text normalisation, WER/CER and the output writers."""
+"""Tests for lenient scoring (our normaliser, compounds joined), plain WER/CER and the output
+writers. The standard scoring (openai-whisper's rules) is tested in test_scoring.py."""
 import json
-import re
 
 import pytest
 
+from whisper_scratch.lenient import LenientEnglishNormalizer, LenientTextNormalizer, lenient_normalizer
 from whisper_scratch.metrics import cer, error_rates, wer
-from whisper_scratch.normalizers import BasicTextNormalizer, EnglishTextNormalizer, get_normalizer
 from whisper_scratch.writers import SUPPORTED_EXTENSIONS, format_timestamp, write_evaluation, write_results
 
-english = EnglishTextNormalizer()
-basic = BasicTextNormalizer()
+english = LenientEnglishNormalizer()
+basic = LenientTextNormalizer()
+
+
+def lenient(references: list[str], hypotheses: list[str]) -> dict[str, float]:
+    return error_rates(references, hypotheses, "en", scoring="lenient")
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -94,14 +98,14 @@ def test_basic_keeps_letters_and_marks(text, expected):
 
 
 def test_basic_options_and_language():
-    assert BasicTextNormalizer(remove_diacritics=True)("Příliš žluťoučký Łódź") == "prilis zlutoucky lodz"
+    assert LenientTextNormalizer(remove_diacritics=True)("Příliš žluťoučký Łódź") == "prilis zlutoucky lodz"
     # remove_diacritics touches Latin letters only: matras and Cyrillic й are letters.
-    assert BasicTextNormalizer(remove_diacritics=True)("नमस्ते Йошкар") == "नमस्ते йошкар"
-    assert BasicTextNormalizer(keep_apostrophes=True)("l'homme d’état 'quoted'") == "l'homme d'état quoted"
-    assert get_normalizer("az")("İlham BAKI") == "ilham bakı"
-    assert get_normalizer("cs")("İlham BAKI") == "ilham baki"
-    assert isinstance(get_normalizer("en"), EnglishTextNormalizer)
-    assert type(get_normalizer(None)) is BasicTextNormalizer
+    assert LenientTextNormalizer(remove_diacritics=True)("नमस्ते Йошкар") == "नमस्ते йошкар"
+    assert LenientTextNormalizer(keep_apostrophes=True)("l'homme d’état 'quoted'") == "l'homme d'état quoted"
+    assert lenient_normalizer("az")("İlham BAKI") == "ilham bakı"
+    assert lenient_normalizer("cs")("İlham BAKI") == "ilham baki"
+    assert isinstance(lenient_normalizer("en"), LenientEnglishNormalizer)
+    assert type(lenient_normalizer(None)) is LenientTextNormalizer
 
 
 def test_wer_cer_hand_computed():
@@ -112,20 +116,22 @@ def test_wer_cer_hand_computed():
     assert cer(["ab c"], ["ab"]) == pytest.approx(2 / 4)  # the space is a character
     assert wer(["Hello, World"], ["hello world"]) == 1.0  # no normaliser: compared as given
     assert wer(["Hello, World"], ["hello world"], normalizer=basic) == 0.0
-    assert error_rates(["Press one to continue."], ["Press 1 to continue"], "en") == {"wer": 0.0, "cer": 0.0}
+    assert lenient(["Press one to continue."], ["Press 1 to continue"]) == {"wer": 0.0, "cer": 0.0}
+    # Plain wer() does not join compounds, whatever the normaliser.
+    assert wer(["the mail box"], ["the mailbox"], english) == pytest.approx(2 / 3)
 
 
-def test_compounds_score_as_one_word():
+def test_lenient_compounds_score_as_one_word():
     # Open, hyphenated and closed compounds and spelled-out acronyms are the same speech.
-    assert wer(["Use the mail box.", "Press 3 to re-record.", "M I S D N"],
-               ["use the mailbox", "press three to rerecord", "MISDN."], english) == 0.0
-    assert cer(["touch tone keypad"], ["touchtone keypad"], english) == 0.0
+    assert lenient(["Use the mail box.", "Press 3 to re-record.", "M I S D N"],
+                   ["use the mailbox", "press three to rerecord", "MISDN."])["wer"] == 0.0
+    assert lenient(["touch tone keypad"], ["touchtone keypad"])["cer"] == 0.0
     # A number read digit by digit, and codes of letters and digits, join too.
-    assert wer(["dial 500 or 1234", "H.323"], ["dial 5-0-0 or 1 2 3 4", "H323"], english) == 0.0
+    assert lenient(["dial 500 or 1234", "H.323"], ["dial 5-0-0 or 1 2 3 4", "H323"])["wer"] == 0.0
     # Other runs of numbers do not: "50 0" is one substitution and one insertion.
-    assert wer(["dial 500"], ["dial 50 0"], english) == pytest.approx(2 / 2)
+    assert lenient(["dial 500"], ["dial 50 0"])["wer"] == pytest.approx(2 / 2)
     # A join needs the other side to have the whole word: "mail" alone stays an error.
-    assert wer(["the mail box"], ["the mail"], english) == pytest.approx(1 / 3)
+    assert lenient(["the mail box"], ["the mail"])["wer"] == pytest.approx(1 / 3)
 
 
 def test_empty_reference_counts_insertions():
@@ -250,23 +256,3 @@ def test_unknown_extension(tmp_path):
     message = str(error.value)
     assert "out.docx" in message and all(ext in message for ext in SUPPORTED_EXTENSIONS)
     assert list(tmp_path.iterdir()) == []
-
-
-@pytest.mark.shared
-def test_english_normalizer_agrees_with_openai_whisper(shared_data):
-    from whisper.normalizers import EnglishTextNormalizer as Oracle
-
-    oracle = Oracle()
-    rows = [json.loads(line) for line in (shared_data / "asterisk-en/manifest.jsonl").read_text().splitlines() if line]
-    references = [row["text"] for row in rows]
-    assert len(references) == 563
-    disagreements = []
-    for text in references:
-        # The oracle leaves a lone "." where "..." stood; tokens without letters or digits are dropped.
-        expected = " ".join(t for t in oracle(text).split() if re.search(r"\w", t))
-        if english(text) != expected:
-            disagreements.append((text, english(text), expected))
-    for text, ours, theirs in disagreements:
-        print(f"{text!r}\n  ours:   {ours!r}\n  oracle: {theirs!r}")
-    print(f"{len(disagreements)} of {len(references)} references disagree")
-    assert len(disagreements) <= 0.05 * len(references)

@@ -1,5 +1,6 @@
-"""The training loop on real speech fixtures: learning from scratch, exact resume, DDP parity,
-the noise branch's gradients and frozen weights, and bad data."""
+"""The training loop on real speech fixtures: learning from scratch, exact resume, SIGINT/SIGTERM,
+gradient accumulation, DDP and fp16 parity, LoRA, the noise branch's gradients and frozen weights,
+and bad data (in training and in evaluation)."""
 import json
 import os
 import shutil
@@ -8,14 +9,18 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 import train
-from whisper_scratch.checkpoint import load_checkpoint, save_model
+from whisper_scratch.checkpoint import load_checkpoint, load_model, save_model
+from whisper_scratch.data import UNREADABLE
+from whisper_scratch.formats import safe_torch_load
+from whisper_scratch.metrics import error_rates
 from whisper_scratch.model import ModelDimensions, Whisper, _GeluLinear
-from whisper_scratch.trainer import Trainer
+from whisper_scratch.trainer import Trainer, evaluate
 
 REPO = Path(__file__).resolve().parents[1]
 ASTERISK = REPO / "tests/data/asterisk16/manifest.jsonl"
@@ -39,6 +44,46 @@ def weights(folder: Path) -> dict[str, torch.Tensor]:
     return load_checkpoint(folder / "model.pt").state_dict
 
 
+def trainer_for(args: list[str]) -> Trainer:
+    return Trainer(train.config_from_args(train.parse_args(args)))
+
+
+# Runs compared with the reference run below: same data, schedule and (through its vocabulary) init.
+PARITY = ["--learning-rate", "1e-3", "--warmup-steps", "2", "--eval-every", "1000", "--save-every", "1000",
+          "--no-eval-before", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory) -> Path:
+    """One process, batch 8, 4 steps: what accumulation, DDP and fp16 must reproduce."""
+    out = tmp_path_factory.mktemp("reference") / "run"
+    assert train.main(asterisk_args(out, 4, "--train-batch-size", "8", *PARITY)) == 0
+    return out
+
+
+def parity_args(reference: Path, out: Path, *extra: str) -> list[str]:
+    """The reference run's flags with its vocabulary (so the same random init), plus `extra`."""
+    return asterisk_args(out, 4, *PARITY, "--tokenizer-dir", str(reference / "tokenizer"), *extra)
+
+
+def assert_same_training(reference: Path, other: Path) -> None:
+    """Same losses and weights up to float summation order. Adam divides each step by the gradient's
+    own scale, so a weight whose gradient is nearly zero moves by an amount set by the last bits of
+    that gradient: the weights get an absolute bound of 1 % of one step (lr 1e-3), not 1e-6."""
+    assert [l for _, l in losses(other)] == pytest.approx([l for _, l in losses(reference)], rel=1e-5)
+    a, b = weights(reference / "last"), weights(other / "last")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-5)
+
+
+def torchrun(args: list[str], port: int) -> None:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+           str(REPO / "train.py"), *args]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
 def test_from_scratch_reaches_zero_wer(tmp_path):
     """SentencePiece vocabulary + random tiny model, 16 real clips: WER 0 on those clips."""
     out = tmp_path / "scratch"
@@ -52,10 +97,29 @@ def test_from_scratch_reaches_zero_wer(tmp_path):
     assert (out / "best" / "spm.model").is_file()  # transcribe.py finds the vocabulary beside the weights
 
 
+def test_scoring_flag_reaches_the_config():
+    assert train.config_from_args(train.parse_args(asterisk_args(Path("out"), 1))).scoring == "standard"
+    assert train.config_from_args(train.parse_args(asterisk_args(Path("out"), 1, "--scoring", "lenient"))).scoring \
+        == "lenient"
+
+
 def run_cli(args: list[str], **kw) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen([sys.executable, str(REPO / "train.py"), *args], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
+
+def interrupt(args: list[str], out: Path, signum: int, after_steps: int) -> str:
+    """Run train.py, send `signum` once `after_steps` steps are logged; it must exit with 130. Returns its output."""
+    proc = run_cli(args)
+    deadline = time.time() + 600  # generous: a loaded machine can take minutes to get there
+    while not ((out / "metrics.jsonl").is_file() and len(losses(out)) >= after_steps):
+        assert time.time() < deadline and proc.poll() is None, f"no {after_steps} steps logged"
+        time.sleep(0.2)
+    proc.send_signal(signum)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, output
+    return output
 
 
 def test_resume_after_interrupt_is_exact(tmp_path):
@@ -65,13 +129,7 @@ def test_resume_after_interrupt_is_exact(tmp_path):
     full, cut = tmp_path / "full", tmp_path / "cut"
     assert train.main(asterisk_args(full, 12, *common)) == 0
 
-    proc = run_cli(asterisk_args(cut, 12, *common))
-    deadline = time.time() + 120
-    while time.time() < deadline and not ((cut / "metrics.jsonl").is_file() and len(losses(cut)) >= 3):
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
-    output, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 130, output
+    output = interrupt(asterisk_args(cut, 12, *common), cut, signal.SIGINT, after_steps=3)
     stopped_at = losses(cut)[-1][0]
     assert 3 <= stopped_at < 12, output
 
@@ -81,22 +139,94 @@ def test_resume_after_interrupt_is_exact(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_ddp_two_processes_equal_one_with_double_batch(tmp_path):
+def test_sigterm_saves_last_and_exits_130(tmp_path):
+    """SIGTERM (what schedulers send) stops after the current step, writes last/ at that step, exit 130."""
+    out = tmp_path / "run"
+    output = interrupt(asterisk_args(out, 500, "--train-batch-size", "4", "--no-eval-before", "--eval-every", "1000",
+                                     "--save-every", "1000"), out, signal.SIGTERM, after_steps=2)
+    assert "received SIGTERM" in output and "continue with --resume" in output
+    saved = safe_torch_load(out / "last" / "train_state.pt")["loop"]["step"]
+    assert 2 <= saved < 500 and saved == losses(out)[-1][0]
+    assert load_checkpoint(out / "last" / "model.pt").extra["step"] == saved
+
+
+def test_signal_handlers_are_restored_after_an_in_process_run(tmp_path):
+    """The loop catches SIGINT/SIGTERM only while it runs: afterwards Ctrl-C stops the process again."""
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    trainer = trainer_for(asterisk_args(tmp_path / "run", 1, "--train-batch-size", "2", "--no-eval-before",
+                                        "--max-eval-utterances", "2"))
+    assert trainer.run()["step"] == 1
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_ddp_two_processes_equal_one_with_double_batch(tmp_path, reference_run):
     """torchrun, gloo, 2 ranks x batch 4 == 1 process x batch 8 (gradients averaged over ranks)."""
-    common = ["--learning-rate", "1e-3", "--warmup-steps", "2", "--eval-every", "1000", "--save-every", "1000",
-              "--no-eval-before", "--device", "cpu"]
-    one, two = tmp_path / "one", tmp_path / "two"
-    assert train.main(asterisk_args(one, 4, "--train-batch-size", "8", *common)) == 0
-    tok = ["--tokenizer-dir", str(one / "tokenizer")]  # same vocabulary, so the same random init
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-           str(REPO / "train.py"), *asterisk_args(two, 4, "--train-batch-size", "4", *common, *tok)]
-    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert [l for _, l in losses(two)] == pytest.approx([l for _, l in losses(one)], rel=1e-5)
-    a, b = weights(one / "last"), weights(two / "last")
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+    two = tmp_path / "two"
+    torchrun(parity_args(reference_run, two, "--train-batch-size", "4"), port=29517)
+    assert_same_training(reference_run, two)
+
+
+def test_grad_accum_two_equals_double_batch(tmp_path, reference_run):
+    """batch 4 x 2 accumulated micro-batches == batch 8: the loss is divided by the tokens of the
+    whole optimizer step, not averaged per micro-batch."""
+    accum = tmp_path / "accum"
+    assert train.main(parity_args(reference_run, accum, "--train-batch-size", "4", "--grad-accum", "2")) == 0
+    assert_same_training(reference_run, accum)
+
+
+def test_ddp_with_grad_accum_equals_one_process(tmp_path, reference_run):
+    """2 ranks x batch 2 x 2 micro-batches == batch 8: the first micro-batch runs under DDP's
+    no_sync (gradients stay local), the last one all-reduces the sum."""
+    two = tmp_path / "two_accum"
+    torchrun(parity_args(reference_run, two, "--train-batch-size", "2", "--grad-accum", "2"), port=29518)
+    assert_same_training(reference_run, two)
+
+
+def test_fp16_gradient_scaler_tracks_fp32(tmp_path, reference_run):
+    """--precision fp16 (on CPU: autocast in fp16 with a gradient scaler): the loss is scaled for
+    backward, and the gradients are unscaled before clipping, so the losses and gradient norms
+    follow the fp32 run, and the scaler's state is saved for --resume."""
+    half = tmp_path / "fp16"
+    assert train.main(parity_args(reference_run, half, "--train-batch-size", "8", "--precision", "fp16")) == 0
+
+    def rows(out: Path) -> list[dict]:
+        return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if "loss" in line]
+
+    fp32, fp16 = rows(reference_run), rows(half)
+    assert [r["step"] for r in fp16] == [r["step"] for r in fp32] == [1, 2, 3, 4]
+    assert [r["loss"] for r in fp16] == pytest.approx([r["loss"] for r in fp32], rel=1e-2)
+    # A scaled norm would be 65536 times larger; clipping at 1.0 would then freeze training.
+    assert [r["grad_norm"] for r in fp16] == pytest.approx([r["grad_norm"] for r in fp32], rel=5e-2)
+    scaler = safe_torch_load(half / "last" / "train_state.pt")["scaler"]
+    assert scaler["scale"] == 2.0 ** 16  # enabled, and no step overflowed
+    assert safe_torch_load(reference_run / "last" / "train_state.pt")["scaler"] == {}  # fp32: no scaler
+
+
+def test_lora_trains_only_adapters_and_merged_model_matches(tmp_path, reference_run):
+    """--lora-rank: only the adapters train (every base weight bit-identical); last/ holds the
+    merged model, plain OpenAI names, and it computes what the adapted model computes."""
+    trainer = trainer_for(["--init", str(reference_run / "last"), "--lora-rank", "4", "--train-manifest",
+                           str(ASTERISK), "--eval-manifest", str(ASTERISK), "--language", "en", "--num-workers",
+                           "0", "--max-steps", "3", "--train-batch-size", "8", "--learning-rate", "1e-2",
+                           "--warmup-steps", "1", "--no-eval-before", "--eval-every", "1000",
+                           "--max-eval-utterances", "2", "--output-dir", str(tmp_path / "lora")])
+    trainable = [n for n, p in trainer.model.named_parameters() if p.requires_grad]
+    assert trainable and all(".lora_" in n for n in trainable)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    assert trainer.run()["step"] == 3
+    after = trainer.model.state_dict()
+    assert [k for k in before if ".lora_" not in k and not torch.equal(before[k], after[k])] == []
+    assert [k for k in before if ".lora_" in k and torch.equal(before[k], after[k])] == []
+
+    merged = load_model(tmp_path / "lora" / "last")
+    assert merged.state_dict().keys() == weights(reference_run / "last").keys()
+    assert not torch.equal(merged.decoder.blocks[0].attn.query.weight, before["decoder.blocks.0.attn.query.weight"])
+    batch = next(iter(trainer.data.eval_loader()))
+    trainer.model.eval()
+    with torch.no_grad():
+        expected = trainer.model(batch.mel, batch.tokens)
+        torch.testing.assert_close(merged(batch.mel, batch.tokens), expected, rtol=1e-4, atol=1e-4)
 
 
 def test_dual_attention_trains_only_the_noise_branch(tmp_path):
@@ -158,6 +288,42 @@ def test_bad_common_voice_folder_trains_and_reports(tmp_path, capsys):
     assert "missing.mp3" in text and "corrupt.mp3" in text  # each bad clip named
 
 
+def test_resume_counts_each_skipped_clip_once(tmp_path, capsys):
+    """The clips already reported are saved with the counts: after --resume, the next epoch's
+    encounter with the same bad clips is neither counted nor named again."""
+    cv = make_bad_cv(tmp_path)
+
+    def run(steps: int, *extra: str) -> dict:
+        # 10 rows, batch 4: 3 steps = one epoch, so the first run meets every clip once.
+        return trainer_for(["--local-data-dir", str(cv), "--language", "cs", "--keep-chars", CZECH_CHARS,
+                            *SMALL[:-2], "--max-steps", str(steps), "--train-batch-size", "4",
+                            "--output-dir", str(tmp_path / "out"), "--no-eval-before", "--eval-every", "1000",
+                            "--max-eval-utterances", "2", *extra]).run()
+
+    first = run(3)
+    assert first["skipped_clips"][UNREADABLE] == 2  # missing.mp3 and corrupt.mp3
+    assert "missing.mp3" in capsys.readouterr().out
+    second = run(6, "--resume")
+    assert second["step"] == 6 and second["skipped_clips"] == first["skipped_clips"]
+    assert "missing.mp3" not in capsys.readouterr().out
+
+
+def test_evaluation_scores_an_unreadable_clip_as_empty(tmp_path):
+    """As transcribe.py --mode evaluate: a clip that cannot be read is an empty hypothesis, not left out."""
+    rows = [json.loads(line) for line in ASTERISK.read_text().splitlines()][:3]
+    rows = [{**r, "audio": str(ASTERISK.parent / r["audio"])} for r in rows]
+    rows.append({"audio": str(tmp_path / "gone.flac"), "text": "This clip is missing.", "language": "en"})
+    manifest = tmp_path / "eval.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    trainer = trainer_for(["--train-manifest", str(ASTERISK), "--eval-manifest", str(manifest), *SMALL,
+                           "--max-steps", "1", "--output-dir", str(tmp_path / "out")])
+    result = evaluate(trainer.model, trainer.tokenizer, trainer.data, trainer.cfg)
+    assert result["unreadable"] == 1 and [s.path for s in result["skipped"]] == [rows[3]["audio"]]
+    assert sorted(r for r, _ in result["pairs"]) == sorted(r["text"] for r in rows)
+    assert ("This clip is missing.", "") in result["pairs"]
+    assert result["wer"] == error_rates(*zip(*result["pairs"]), "en")["wer"]
+
+
 def test_empty_split_stops_with_its_name(tmp_path, capsys):
     cv = make_bad_cv(tmp_path)
     (cv / "dev.tsv").write_text((cv / "dev.tsv").read_text().splitlines()[0] + "\n")
@@ -215,6 +381,20 @@ def test_mlp_backward_recomputing_gelu_gives_autograd_gradients():
         loss = model(mel, tokens).float().square().mean()
     loss.backward()
     assert fc2.weight.grad.dtype == torch.float32 and torch.isfinite(fc2.weight.grad).all()
+
+
+def test_mlp_backward_computes_only_the_gradients_asked_for():
+    """A frozen fc2 (LoRA, --freeze-decoder) gets no weight or bias gradient computed, and the
+    gradient that is computed is unchanged."""
+    torch.manual_seed(0)
+    a, weight, bias, grad = torch.randn(2, 5, 16), torch.randn(8, 16), torch.randn(8), torch.randn(2, 5, 8)
+    full = _GeluLinear.backward(SimpleNamespace(saved_tensors=(a, weight), needs_input_grad=(True, True, True)), grad)
+    frozen = _GeluLinear.backward(SimpleNamespace(saved_tensors=(a, weight), needs_input_grad=(True, False, False)),
+                                  grad)
+    assert frozen[1] is None and frozen[2] is None and torch.equal(frozen[0], full[0])
+    only_weight = _GeluLinear.backward(SimpleNamespace(saved_tensors=(a, weight),
+                                                       needs_input_grad=(False, True, False)), grad)
+    assert only_weight[0] is None and only_weight[2] is None and torch.equal(only_weight[1], full[1])
 
 
 def test_gradient_checkpointing_gives_the_same_gradients():

@@ -1,7 +1,7 @@
 """Tokenizers with Whisper's special-token layout: Whisper's own byte BPE and trainable SentencePiece."""
 from .base import TokenizerBase
 from .languages import LANGUAGES, TO_LANGUAGE_CODE
-from .loading import load_tokenizer_dir
+from .loading import load_tokenizer_dir, tokenizer_beside
 from .sentencepiece_tokenizer import SentencePieceWhisperTokenizer, train_sentencepiece
 from .whisper_bpe import WhisperTokenizer, get_tokenizer
 
@@ -13,5 +13,6 @@ __all__ = [
     "WhisperTokenizer",
     "get_tokenizer",
     "load_tokenizer_dir",
+    "tokenizer_beside",
     "train_sentencepiece",
 ]

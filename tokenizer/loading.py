@@ -21,3 +21,13 @@ def load_tokenizer_dir(directory: str | Path, *, language: str | None = None, ta
     if kind == "sentencepiece":
         return SentencePieceWhisperTokenizer.load(directory, language=language, task=task)
     raise ValueError(f"{path}: unknown tokenizer kind {kind!r}")
+
+
+def tokenizer_beside(model_path: str | Path) -> TokenizerBase | None:
+    """The tokenizer saved beside a checkpoint (in its folder, or beside its file), or None when
+    there is none (a size name, or a checkpoint that uses OpenAI's vocabulary)."""
+    path = Path(model_path)
+    if not path.exists():
+        return None
+    folder = path if path.is_dir() else path.parent
+    return load_tokenizer_dir(folder) if (folder / CONFIG_FILE).is_file() else None

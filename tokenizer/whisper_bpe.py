@@ -18,13 +18,20 @@ GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|
 
 
 @lru_cache(maxsize=None)
-def load_encoding(name: str, num_languages: int) -> tiktoken.Encoding:
-    """A tiktoken encoding from assets/{name}.tiktoken ("gpt2" or "multilingual") plus Whisper's specials."""
+def load_ranks(name: str) -> dict[bytes, int]:
+    """BPE token bytes -> rank (= id) from assets/{name}.tiktoken ("gpt2" or "multilingual")."""
     ranks: dict[bytes, int] = {}
     for line in (ASSETS / f"{name}.tiktoken").read_text().splitlines():
         if line:
             token, rank = line.split()
             ranks[base64.b64decode(token)] = int(rank)
+    return ranks
+
+
+@lru_cache(maxsize=None)
+def load_encoding(name: str, num_languages: int) -> tiktoken.Encoding:
+    """A tiktoken encoding from assets/{name}.tiktoken ("gpt2" or "multilingual") plus Whisper's specials."""
+    ranks = load_ranks(name)
     specials = special_token_strings(list(LANGUAGES)[:num_languages])
     return tiktoken.Encoding(
         name=f"whisper-{name}-{num_languages}",
@@ -53,7 +60,8 @@ class WhisperTokenizer(TokenizerBase):
         if num_languages not in (99, 100):
             raise ValueError(f"num_languages must be 99 or 100, got {num_languages}")
         self.num_languages = num_languages
-        self.encoding = load_encoding("multilingual" if multilingual else "gpt2", num_languages)
+        self.vocabulary = "multilingual" if multilingual else "gpt2"  # the assets file of its BPE ranks
+        self.encoding = load_encoding(self.vocabulary, num_languages)
         super().__init__(
             self.encoding.eot_token,  # the specials start right after the BPE ranks
             list(LANGUAGES)[:num_languages],

@@ -2,9 +2,17 @@
 from __future__ import annotations
 
 import functools
+import os
+import re
 import shutil
 import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import soundfile as sf
@@ -31,6 +39,73 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+# libmpg123 (libsndfile's mp3 decoder) prints its complaints about a broken file straight to
+# fd 2: "Note: Illegal Audio-MPEG-Header ...", "[src/libmpg123/id3.c:...] error: ...", to the end
+# of the line, possibly right after a progress bar. Not after a letter, so that Python's
+# "UserWarning: ..." lines pass.
+C_DECODER_MESSAGE = re.compile(r"(?<![A-Za-z])(?:Note|Warning|Error): [^\r\n]*\n?|\[src/libmpg123/[^\r\n]*\n?")
+
+
+class _CStderr:
+    """Sends fd 2 to a temporary file while C decoders run, then passes on everything but their
+    messages: a broken file is reported by our one line only.
+
+    fd 2 belongs to the whole process, so there is one capture (`C_STDERR`) shared by the threads
+    that decode at the same time (the transcriber's prefetch thread, while the main thread may
+    print): the first to enter redirects, the last to leave restores and passes the rest on."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._saved = -1
+        self._file: BinaryIO | None = None
+        os.register_at_fork(after_in_child=self._restore_in_child)
+
+    @contextmanager
+    def captured(self) -> Iterator[None]:
+        """Run the body with fd 2 captured (nested and concurrent uses share one capture)."""
+        with self._lock:
+            if self._depth == 0:
+                _flush_stderr()
+                self._file = tempfile.TemporaryFile()
+                self._saved = os.dup(2)
+                os.dup2(self._file.fileno(), 2)
+            self._depth += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._depth -= 1
+                if self._depth == 0:
+                    self._restore()
+
+    def _restore(self, pass_on: bool = True) -> None:
+        _flush_stderr()  # Python text written meanwhile belongs to the capture, in order
+        os.dup2(self._saved, 2)
+        os.close(self._saved)
+        self._file.seek(0)
+        rest = C_DECODER_MESSAGE.sub("", self._file.read().decode("utf-8", errors="replace"))
+        self._file.close()
+        if rest and pass_on:
+            os.write(2, rest.encode("utf-8"))
+
+    def _restore_in_child(self) -> None:
+        # A process forked mid-capture (a DataLoader worker) gets its own stderr back; what was
+        # captured so far is the parent's to pass on.
+        self._lock = threading.Lock()
+        if self._depth:
+            self._depth = 0
+            self._restore(pass_on=False)
+
+
+def _flush_stderr() -> None:
+    if sys.stderr is not None:
+        sys.stderr.flush()
+
+
+C_STDERR = _CStderr()
+
+
 def _decode_ffmpeg(path: Path, sr: int) -> np.ndarray:
     """Let ffmpeg decode, downmix and resample in one go; returns float32 (T,)."""
     cmd = ["ffmpeg", "-nostdin", "-i", str(path), "-f", "s16le", "-ac", "1", "-ar", str(sr), "-"]
@@ -49,7 +124,8 @@ def load_audio(path: str | Path, sr: int = SAMPLE_RATE) -> np.ndarray:
     if path.stat().st_size == 0:
         raise AudioError(f"empty audio file: {path} is 0 bytes (re-export or re-download it)")
     try:
-        data, file_sr = sf.read(path, dtype="float32", always_2d=True)  # (T, channels)
+        with C_STDERR.captured():
+            data, file_sr = sf.read(path, dtype="float32", always_2d=True)  # (T, channels)
         audio = data.mean(axis=1, dtype=np.float32)
         if file_sr != sr and len(audio) > 0:
             audio = soxr.resample(audio, file_sr, sr, quality="HQ").astype(np.float32, copy=False)

@@ -67,15 +67,21 @@ def trim_silence(audio: np.ndarray, threshold: float = SILENCE_LEVEL) -> np.ndar
     return audio[loud[0]:loud[-1] + 1] if len(loud) else audio[:0]
 
 
-def fit_length(noise: np.ndarray, n: int, rng: np.random.Generator | None = None) -> np.ndarray:
-    """`noise` (L,) cropped (L >= n) or looped (L < n) to (n,). With `rng` the crop, or the point where
-    the loop is entered, is random; without it the result starts at sample 0."""
+def random_start(length: int, n: int, rng: np.random.Generator) -> int:
+    """Where `fit_length` starts in a recording of `length` samples: a crop that stays inside it
+    (length >= n), else the point where the loop is entered."""
+    return int(rng.integers(length - n + 1)) if length >= n else int(rng.integers(length))
+
+
+def fit_length(noise: np.ndarray, n: int, rng: np.random.Generator | None = None, start: int | None = None) -> np.ndarray:
+    """`noise` (L,) cropped (L >= n) or looped (L < n) to (n,), from sample `start`; without it the
+    start is drawn from `rng` (see `random_start`), or 0 without either."""
     if len(noise) == 0:
         raise ValueError("noise has no samples")
+    if start is None:
+        start = random_start(len(noise), n, rng) if rng is not None else 0
     if len(noise) >= n:
-        start = int(rng.integers(len(noise) - n + 1)) if rng is not None else 0
         return noise[start:start + n]  # a crop never wraps: no click where the end meets the start
-    start = int(rng.integers(len(noise))) if rng is not None else 0
     reps = -(-(start + n) // len(noise))  # ceil: enough loops to cover start + n samples
     return np.tile(noise, reps)[start:start + n]
 
@@ -117,6 +123,36 @@ def pink_noise(n: int, rng: np.random.Generator) -> np.ndarray:
     return (x / max(_rms(x), 1e-12)).astype(np.float32)
 
 
+def list_noise_files(folder: Path) -> list[Path]:
+    """The audio files below `folder`, sorted; a ValueError naming it when there is none."""
+    if not folder.is_dir():
+        raise ValueError(f"noise folder not found: {folder}")
+    files = list_audio(folder)
+    if not files:
+        raise ValueError(f"no audio files in the noise folder {folder}")
+    return files
+
+
+def load_noise_files(paths: list[Path], folder: Path) -> list[tuple[Path, np.ndarray]]:
+    """(path, 16 kHz float32 samples with silent ends trimmed) for each usable file of `folder`;
+    unreadable or silent files are logged and left out, none usable is a ValueError."""
+    noise = []
+    for path in paths:
+        try:
+            # Without the silent ends, a random crop is seldom silence and a loop has no long gaps.
+            audio = trim_silence(load_audio(path))
+        except AudioError as err:
+            log.warning("skipping noise file: %s", err)
+            continue
+        if len(audio) == 0:
+            log.warning("skipping noise file: %s is silent", path)
+            continue
+        noise.append((path, audio))
+    if not noise:
+        raise ValueError(f"no usable noise file in {folder} (see the skipped files above)")
+    return noise
+
+
 class Augment:
     """Noise on the waveform (`__call__`) and SpecAugment on the log-mel (`spec`).
 
@@ -131,31 +167,13 @@ class Augment:
         self._noise: list[np.ndarray] | None = None
         self._noise_files: list[Path] = []
         if config.noise_dir is not None:
-            if not config.noise_dir.is_dir():
-                raise ValueError(f"noise_dir not found: {config.noise_dir}")
-            self._noise_files = list_audio(config.noise_dir)
-            if not self._noise_files:
-                raise ValueError(f"noise_dir has no audio files: {config.noise_dir}")
+            self._noise_files = list_noise_files(config.noise_dir)
 
     def load_noise(self) -> list[np.ndarray]:
         """The noise_dir recordings as 16 kHz float32 arrays with silent ends trimmed (none without a
         noise_dir); unreadable or silent files are logged and left out."""
         if self._noise is None and self._noise_files:
-            noise = []
-            for path in self._noise_files:
-                try:
-                    # Without the silent ends, a random crop is seldom silence and a loop has no long gaps.
-                    audio = trim_silence(load_audio(path))
-                except AudioError as err:
-                    log.warning("skipping noise file: %s", err)
-                    continue
-                if len(audio) == 0:
-                    log.warning("skipping noise file: %s is silent", path)
-                    continue
-                noise.append(audio)
-            if not noise:
-                raise ValueError(f"no usable noise file in {self.config.noise_dir}")
-            self._noise = noise
+            self._noise = [audio for _, audio in load_noise_files(self._noise_files, self.config.noise_dir)]
         return self._noise or []
 
     def _draw_noise(self, n: int, rng: np.random.Generator) -> np.ndarray:

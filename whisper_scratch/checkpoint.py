@@ -125,6 +125,7 @@ def save_model(model: Whisper, path: str | Path, extra: dict[str, Any] | None = 
     return path
 
 
-def export_openai(model: Whisper, path: str | Path) -> None:
-    """Write an OpenAI `.pt` for openai-whisper (a noise branch is dropped, with a warning)."""
-    save_openai(model, path)
+def export_openai(model: Whisper, path: str | Path, drop_noise_branch: bool = False) -> None:
+    """Write an OpenAI `.pt` for openai-whisper; a model with a noise branch is refused unless
+    drop_noise_branch=True."""
+    save_openai(model, path, drop_noise_branch=drop_noise_branch)

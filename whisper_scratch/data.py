@@ -39,9 +39,12 @@ from tokenizer.base import TASKS, TokenizerBase, normalize_language
 
 from .audio import CHUNK_LENGTH, HOP_LENGTH, N_FRAMES, SAMPLE_RATE, AudioError, load_audio, log_mel_window
 from .augment import Augment
+from .hf_dataset import read_dataset
 from .manifest import ManifestError, Utterance, read_folder, read_manifest
 
 IGNORE_INDEX = -100  # label value that torch.nn.functional.cross_entropy skips by default
+UNREADABLE = "unreadable audio"  # Skipped.kind of a clip that could not be decoded (evaluation scores it as empty)
+TIMESTAMP_STEP = 0.02  # seconds per Whisper timestamp token
 SPLITS = ("train", "eval")
 
 
@@ -54,8 +57,10 @@ class DataConfig:
     """Where the utterances come from and which ones to keep.
 
     Per split, a manifest (`train_manifest` / `eval_manifest`: .jsonl, .csv, Common Voice .tsv, or a
-    folder of audio files with same-named .txt transcripts) wins over `local_data_dir`, a Common
-    Voice language folder (`cv-corpus-X/<lang>`) whose `<train_split>.tsv` / `<eval_split>.tsv` are read.
+    folder of audio files with same-named .txt transcripts) wins over `dataset`, a Hugging Face
+    dataset (local folder or Hub name, see hf_dataset.read_dataset) whose `train_split` /
+    `eval_split` are read, which wins over `local_data_dir`, a Common Voice language folder
+    (`cv-corpus-X/<lang>`) whose `<train_split>.tsv` / `<eval_split>.tsv` are read.
     """
 
     local_data_dir: Path | None = None
@@ -63,11 +68,18 @@ class DataConfig:
     eval_split: str = "dev"
     train_manifest: Path | None = None
     eval_manifest: Path | None = None
+    dataset: str | None = None  # Hugging Face dataset: save_to_disk/shards/audiofolder folder or Hub name
+    dataset_config: str | None = None  # its Hub configuration, e.g. a Common Voice language
+    audio_column: str = "audio"
+    text_column: str | None = None  # default: the first of hf_dataset.TEXT_COLUMNS the dataset has
     min_duration: float = 0.0  # seconds; shorter clips are skipped when loaded
     max_duration: float = 30.0  # seconds; the encoder window (30 s) is the limit anyway
     keep_chars: str | None = None  # allowed transcript characters, see normalize_transcript
     language: str | None = None  # overrides the manifests' per-row language
     task: str = "transcribe"
+    # Share of training labels written with timestamps (<|0.00|> text <|end|>), drawn per clip and
+    # epoch: half keeps both of Whisper's output forms in use, so timestamps survive fine-tuning.
+    timestamp_share: float = 0.5
 
     def __post_init__(self) -> None:
         for name in ("local_data_dir", "train_manifest", "eval_manifest"):
@@ -93,20 +105,31 @@ def normalize_transcript(text: str, keep_chars: str) -> str:
     return " ".join(word for word in words if word)
 
 
-def _source(cfg: DataConfig, split: str) -> Path:
-    """The manifest, folder or Common Voice .tsv that `split` ("train" or "eval") reads."""
+def _read_split(cfg: DataConfig, split: str) -> tuple[str, list[Utterance], str]:
+    """The rows that `split` ("train" or "eval") reads, from a manifest, a folder, a Hugging Face
+    dataset or a Common Voice .tsv; with the source's name and what it lacks when it has no row."""
     if split not in SPLITS:
         raise ValueError(f"split must be 'train' or 'eval' (which one, not a .tsv name: DataConfig.train_split "
                          f"and eval_split name those), got {split!r}")
     manifest = cfg.train_manifest if split == "train" else cfg.eval_manifest
-    if manifest is not None:
-        return manifest
-    if cfg.local_data_dir is None:
-        raise DataError(f"no {split} data: set {split}_manifest or local_data_dir")
-    tsv = cfg.local_data_dir / f"{cfg.train_split if split == 'train' else cfg.eval_split}.tsv"
-    if not tsv.is_file():
-        raise DataError(f"{tsv}: file not found (the {split} split of the Common Voice folder {cfg.local_data_dir})")
-    return tsv
+    name = cfg.train_split if split == "train" else cfg.eval_split
+    try:
+        if manifest is None and cfg.dataset is not None:
+            rows = read_dataset(cfg.dataset, name, config=cfg.dataset_config, audio_column=cfg.audio_column,
+                                text_column=cfg.text_column)
+            return f"{cfg.dataset} [{name}]", rows, "empty split (no rows)"
+        if manifest is None:
+            if cfg.local_data_dir is None:
+                raise DataError(f"no {split} data: set {split}_manifest or local_data_dir, or a dataset")
+            manifest = cfg.local_data_dir / f"{name}.tsv"
+            if not manifest.is_file():
+                raise DataError(f"{manifest}: file not found (the {split} split of the Common Voice folder "
+                                f"{cfg.local_data_dir})")
+        if manifest.is_dir():
+            return str(manifest), read_folder(manifest), "no audio file with a same-named .txt"
+        return str(manifest), read_manifest(manifest), f"empty {manifest.suffix.lstrip('.') or 'manifest'} (no rows)"
+    except ManifestError as err:
+        raise DataError(str(err)) from None
 
 
 def load_utterances(cfg: DataConfig, split: str) -> tuple[list[Utterance], Counter]:
@@ -116,12 +139,7 @@ def load_utterances(cfg: DataConfig, split: str) -> tuple[list[Utterance], Count
     not opened here; unreadable or over-long clips are skipped later by SpeechDataset. Raises
     DataError when the file is missing, has no rows, or none survives the filters.
     """
-    source = _source(cfg, split)
-    try:
-        rows = read_folder(source) if source.is_dir() else read_manifest(source)
-    except ManifestError as err:
-        raise DataError(str(err)) from None
-
+    source, rows, empty = _read_split(cfg, split)
     counts: Counter = Counter(rows=len(rows))
     kept = []
     for row in rows:
@@ -139,8 +157,7 @@ def load_utterances(cfg: DataConfig, split: str) -> tuple[list[Utterance], Count
 
     if not kept:
         if not rows:
-            what = "folder" if source.is_dir() else source.suffix.lstrip(".") or "manifest"
-            cause = "no audio file with a same-named .txt" if source.is_dir() else f"empty {what} (no rows)"
+            cause = empty
         else:
             causes = []
             if counts["empty_after_keep_chars"]:
@@ -155,12 +172,14 @@ def load_utterances(cfg: DataConfig, split: str) -> tuple[list[Utterance], Count
 @dataclass
 class Example:
     """One training example. T = len(prefix) + len(text tokens); labels[i] is the token that should
-    follow tokens[:i + 1], so labels == tokens[1:] + [eot]."""
+    follow tokens[:i + 1], so labels == tokens[1:] + [eot]. The audio is either a log-mel or, with a
+    frozen encoder, the encoder's output on it (encoder_cache.CachedSpeechDataset)."""
 
-    mel: torch.Tensor  # (n_mels, n_frames) float32, exactly what inference feeds the encoder; n_frames = 3000
+    mel: torch.Tensor | None  # (n_mels, n_frames) float32, exactly what inference feeds the encoder; n_frames = 3000
     tokens: torch.Tensor  # (T,) int64 decoder input
     labels: torch.Tensor  # (T,) int64 targets; the last one is always <|endoftext|>
     path: str
+    audio_features: torch.Tensor | None = None  # (n_audio_ctx, n_audio_state): the encoder output instead of mel
 
 
 @dataclass
@@ -169,30 +188,33 @@ class Skipped:
 
     path: str
     reason: str
-    kind: str = "unreadable audio"  # what the trainer counts it as
+    kind: str = UNREADABLE  # what the trainer counts it as
 
 
 @dataclass
 class Batch:
     """Padded examples; B may be 0 when every item of the batch was skipped."""
 
-    mel: torch.Tensor  # (B, n_mels, n_frames) float32; (0, 0, 0) for an empty batch
+    mel: torch.Tensor  # (B, n_mels, n_frames) float32; (0, 0, 0) for an empty batch or one of audio_features
     tokens: torch.Tensor  # (B, T) int64, padded with <|endoftext|>
     labels: torch.Tensor  # (B, T) int64, padded with IGNORE_INDEX (-100)
     paths: list[str]
     skipped: list[Skipped]
+    audio_features: torch.Tensor | None = None  # (B, n_audio_ctx, n_audio_state) in place of mel
 
     def __len__(self) -> int:
         return len(self.paths)
 
+    def _map(self, fn) -> Batch:
+        features = None if self.audio_features is None else fn(self.audio_features)
+        return Batch(fn(self.mel), fn(self.tokens), fn(self.labels), self.paths, self.skipped, features)
+
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
-        mel, tokens, labels = (t.to(device, non_blocking=non_blocking) for t in (self.mel, self.tokens, self.labels))
-        return Batch(mel, tokens, labels, self.paths, self.skipped)
+        return self._map(lambda t: t.to(device, non_blocking=non_blocking))
 
     def pin_memory(self) -> Batch:
         """Called by DataLoader(pin_memory=True)."""
-        return Batch(self.mel.pin_memory(), self.tokens.pin_memory(), self.labels.pin_memory(),
-                     self.paths, self.skipped)
+        return self._map(torch.Tensor.pin_memory)
 
 
 def collate(batch: Sequence[Example | Skipped]) -> Batch:
@@ -213,8 +235,11 @@ def collate(batch: Sequence[Example | Skipped]) -> Batch:
     labels = torch.full((len(examples), length), IGNORE_INDEX, dtype=torch.long)
     for row, ex in zip(labels, examples):
         row[: len(ex.labels)] = ex.labels
-    mel = torch.stack([ex.mel for ex in examples])
-    return Batch(mel, tokens, labels, [ex.path for ex in examples], skipped)
+    paths = [ex.path for ex in examples]
+    if examples[0].audio_features is not None:
+        return Batch(torch.zeros(0, 0, 0), tokens, labels, paths, skipped,
+                     torch.stack([ex.audio_features for ex in examples]))
+    return Batch(torch.stack([ex.mel for ex in examples]), tokens, labels, paths, skipped)
 
 
 def _language_code(language: str, tokenizer: TokenizerBase) -> str:
@@ -235,6 +260,11 @@ class SpeechDataset(Dataset):
     for multilingual ones (Whisper BPE or SentencePiece with languages). The labels of the prefix
     positions (<|lang|>, <|task|>, <|notimestamps|>) are kept, not masked: they cost nothing, and the
     <|lang|> target keeps training language identification on the fine-tuning language.
+
+    A share `timestamp_share` of the examples (drawn per clip and epoch) is written as Whisper was
+    trained to predict segments instead: the start sequence, <|0.00|>, the transcript, the clip's
+    duration as a timestamp token, <|endoftext|>. Training on <|notimestamps|> labels alone is
+    what makes fine-tuned Whispers forget timestamps, and with them long-form transcription.
 
     Skipped (counted by the trainer, never trained on): unreadable, empty or missing audio; clips
     outside [min_duration, max_duration] (and anything longer than the encoder window of `n_frames`
@@ -262,11 +292,14 @@ class SpeechDataset(Dataset):
         n_frames: int = N_FRAMES,
         min_duration: float = 0.0,
         max_duration: float = CHUNK_LENGTH,
+        timestamp_share: float = 0.0,
     ) -> None:
         if task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {task!r}")
         if seed < 0:
             raise ValueError(f"seed must be >= 0, got {seed}")
+        if not 0.0 <= timestamp_share <= 1.0:
+            raise ValueError(f"timestamp_share must be in [0, 1], got {timestamp_share}")
         self.n_mels = n_mels
         self.n_frames = n_frames
         self.max_label_tokens = max_label_tokens
@@ -275,25 +308,48 @@ class SpeechDataset(Dataset):
         self.epoch = 0
         self.min_duration = min_duration
         self.max_duration = min(max_duration, n_frames * HOP_LENGTH / SAMPLE_RATE)
+        self.timestamp_share = timestamp_share
         self.paths = [str(utt.audio) for utt in utterances]
         # Token ids are worked out here, once, so workers need no tokenizer (nothing to pickle or re-load).
+        self.eot, self.no_timestamps, self.timestamp_begin = tokenizer.eot, tokenizer.no_timestamps, tokenizer.timestamp_begin
         prefixes: dict[str | None, list[int]] = {}
-        self.token_ids: list[list[int]] = []
+        self.prefix_ids: list[list[int]] = []
+        self.text_ids: list[list[int]] = []
         for utt in utterances:
             code = language or utt.language
             if code not in prefixes:
                 prefixes[code] = self._prefix(tokenizer, code, task)
-            self.token_ids.append(prefixes[code] + tokenizer.encode(" " + utt.text.strip()) + [tokenizer.eot])
+            self.prefix_ids.append(prefixes[code])
+            self.text_ids.append(tokenizer.encode(" " + utt.text.strip()))
 
     @staticmethod
     def _prefix(tokenizer: TokenizerBase, language: str | None, task: str) -> list[int]:
+        """The start sequence, without <|notimestamps|>."""
         if not tokenizer.is_multilingual:
-            return [tokenizer.sot, tokenizer.no_timestamps]
+            return [tokenizer.sot]
         if language is None:
             raise DataError("a multilingual tokenizer needs a language: set language or give each row one")
         task_token = tokenizer.transcribe if task == "transcribe" else tokenizer.translate
-        return [tokenizer.sot, tokenizer.to_language_token(_language_code(language, tokenizer)), task_token,
-                tokenizer.no_timestamps]
+        return [tokenizer.sot, tokenizer.to_language_token(_language_code(language, tokenizer)), task_token]
+
+    def n_tokens(self, index: int) -> int:
+        """Decoder input length of example `index` (the longer form when timestamps may be drawn)."""
+        return len(self.prefix_ids[index]) + len(self.text_ids[index]) + 1 + (self.timestamp_share > 0)
+
+    def with_timestamps(self, index: int) -> bool:
+        """Whether example `index` is written with timestamps this epoch (a draw of its own, so it
+        does not move the augmentation's random stream)."""
+        if self.timestamp_share <= 0:
+            return False
+        return np.random.default_rng([self.seed, self.epoch, index, 1]).random() < self.timestamp_share
+
+    def label_ids(self, index: int, seconds: float) -> list[int]:
+        """prefix + transcript + [eot] for a clip of `seconds`: tokens are ids[:-1], labels ids[1:]."""
+        prefix, text = self.prefix_ids[index], self.text_ids[index]
+        if not self.with_timestamps(index):
+            return prefix + [self.no_timestamps] + text + [self.eot]
+        end = min(round(seconds / TIMESTAMP_STEP), round(CHUNK_LENGTH / TIMESTAMP_STEP))
+        return prefix + [self.timestamp_begin] + text + [self.timestamp_begin + end, self.eot]
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -307,10 +363,19 @@ class SpeechDataset(Dataset):
         return np.random.default_rng([self.seed, self.epoch, index])
 
     def __getitem__(self, index: int) -> Example | Skipped:
+        item = self.mel(index)
+        if isinstance(item, Skipped):
+            return item
+        mel, seconds = item
+        return self.example(index, seconds, mel=mel)
+
+    def mel(self, index: int) -> tuple[torch.Tensor, float] | Skipped:
+        """Example `index`'s log-mel (n_mels, n_frames), augmented for the current epoch, and the
+        clip's duration in seconds; or why it is skipped."""
         path = self.paths[index]
-        ids = self.token_ids[index]  # prefix + text + [eot]: tokens are ids[:-1], labels ids[1:]
-        if len(ids) - 1 > self.max_label_tokens:
-            return Skipped(path, f"transcript too long: {len(ids) - 1} tokens > {self.max_label_tokens} (decoder context)",
+        n_tokens = self.n_tokens(index)
+        if n_tokens > self.max_label_tokens:
+            return Skipped(path, f"transcript too long: {n_tokens} tokens > {self.max_label_tokens} (decoder context)",
                            "transcript too long")
         try:
             audio = load_audio(path)
@@ -329,8 +394,13 @@ class SpeechDataset(Dataset):
             rng = self.example_rng(index)
             audio = self.augment(audio, rng)
             mel = self.augment.spec(log_mel_window(audio, self.n_mels, self.n_frames), len(audio) // HOP_LENGTH, rng)
-        ids_tensor = torch.tensor(ids, dtype=torch.long)
-        return Example(mel, ids_tensor[:-1], ids_tensor[1:], path)
+        return mel, seconds
+
+    def example(self, index: int, seconds: float, **audio: torch.Tensor) -> Example:
+        """Example `index` of a clip of `seconds` with its audio (mel= or audio_features=)."""
+        ids = torch.tensor(self.label_ids(index, seconds), dtype=torch.long)
+        return Example(tokens=ids[:-1], labels=ids[1:], path=self.paths[index], mel=audio.get("mel"),
+                       audio_features=audio.get("audio_features"))
 
 
 class ResumableBatchSampler(Sampler[list[int]]):
@@ -345,13 +415,23 @@ class ResumableBatchSampler(Sampler[list[int]]):
     Position: (epoch, batches_done). Iterating starts at batches_done and does not move it; the
     trainer calls `advance()` after each batch it has trained on (DataLoader workers fetch ahead,
     so counting handed-out batches would skip the prefetched ones on resume).
+
+    With `lengths` (one per index, e.g. label tokens), each run of GROUP_BATCHES global batches of
+    the shuffled order is sorted by length before it is cut, and the batches are then shuffled:
+    a batch holds labels of similar length, so little of it is padding, and the epoch still
+    sees every index once in an order that changes with the epoch.
     """
 
+    GROUP_BATCHES = 50
+
     def __init__(self, n: int, batch_size: int, shuffle: bool = True, seed: int = 0, drop_last: bool = False,
-                 rank: int = 0, world_size: int = 1) -> None:
+                 rank: int = 0, world_size: int = 1, lengths: Sequence[int] | None = None) -> None:
         if n < 0 or batch_size < 1 or world_size < 1 or not 0 <= rank < world_size:
             raise ValueError(f"bad sampler setup: n={n}, batch_size={batch_size}, rank={rank}, world_size={world_size}")
+        if lengths is not None and len(lengths) != n:
+            raise ValueError(f"lengths has {len(lengths)} entries for {n} indices")
         super().__init__()
+        self.lengths = None if lengths is None else list(lengths)
         self.n = n
         self.batch_size = batch_size
         self.shuffle = shuffle
@@ -361,6 +441,10 @@ class ResumableBatchSampler(Sampler[list[int]]):
         self.world_size = world_size
         self.epoch = 0
         self.batches_done = 0
+
+    @property
+    def grouped(self) -> bool:
+        return self.lengths is not None
 
     @property
     def global_batch_size(self) -> int:
@@ -390,23 +474,36 @@ class ResumableBatchSampler(Sampler[list[int]]):
             return torch.arange(self.n)
         return torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + epoch))
 
+    def global_batches(self, epoch: int) -> list[list[int]]:
+        """The len(self) global batches of `epoch`, in the order they are trained on."""
+        order, size = self.epoch_order(epoch).tolist(), self.global_batch_size
+        if self.lengths is not None:
+            run = size * self.GROUP_BATCHES
+            order = [i for start in range(0, self.n, run)
+                     for i in sorted(order[start:start + run], key=self.lengths.__getitem__, reverse=True)]
+        batches = [order[start:start + size] for start in range(0, self.n, size)][:len(self)]
+        if self.lengths is not None and self.shuffle:
+            # A second stream for the batch order, so the index order stays that of epoch_order.
+            perm = torch.randperm(len(batches), generator=torch.Generator().manual_seed(self.seed + epoch + 2**31))
+            batches = [batches[i] for i in perm.tolist()]
+        return batches
+
     def __iter__(self) -> Iterator[list[int]]:
-        order = self.epoch_order(self.epoch).tolist()
+        batches = self.global_batches(self.epoch)
         for b in range(self.batches_done, len(self)):
-            start = b * self.global_batch_size + self.rank * self.batch_size
-            yield order[start:min(start + self.batch_size, self.n)]
+            yield batches[b][self.rank * self.batch_size:(self.rank + 1) * self.batch_size]
 
     def state_dict(self) -> dict[str, Any]:
         """Position plus the settings that must match for the position to mean the same batches."""
         return {"epoch": self.epoch, "batches_done": self.batches_done, "n": self.n,
                 "global_batch_size": self.global_batch_size, "shuffle": self.shuffle, "seed": self.seed,
-                "drop_last": self.drop_last}
+                "drop_last": self.drop_last, "grouped": self.grouped}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume at the batch after the last one consumed. World size may change as long as the
         global batch size stays the same."""
-        for key in ("n", "global_batch_size", "shuffle", "seed", "drop_last"):
-            if state[key] != getattr(self, key):
+        for key in ("n", "global_batch_size", "shuffle", "seed", "drop_last", "grouped"):
+            if state.get(key, False) != getattr(self, key):
                 raise ValueError(f"sampler state does not fit: saved {key}={state[key]!r}, now {getattr(self, key)!r}")
         self.epoch = int(state["epoch"])
         self.batches_done = int(state["batches_done"])

@@ -80,6 +80,23 @@ def detect_language(model: Whisper, audio_features: Tensor, tokenizer: WhisperTo
     return best, [dict(zip(codes, row.tolist())) for row in probs]
 
 
+def suppressed_tokens(tk: WhisperTokenizer, spec: str | tuple[int, ...] | None, n_vocab: int) -> list[int]:
+    """Sorted ids never sampled: `spec` ("-1" or -1 in it: Whisper's non-speech symbols) plus the
+    control tokens, which never belong in a transcript."""
+    if isinstance(spec, str):
+        spec = tuple(int(t) for t in spec.split(",") if t.strip())
+    ids = set(spec or ())
+    if -1 in ids:
+        ids = (ids - {-1}) | set(tk.non_speech_tokens)
+    ids |= {tk.transcribe, tk.translate, tk.sot, tk.sot_prev, tk.sot_lm, tk.no_speech}
+    return sorted(i for i in ids if 0 <= i < n_vocab)
+
+
+def blank_tokens(tk: WhisperTokenizer) -> list[int]:
+    """Tokens suppressed as the first sampled token: a blank and <|endoftext|>."""
+    return tk.encode(" ") + [tk.eot]
+
+
 class LogitRules:
     """Whisper's masks on next-token logits (B, V), applied in place in the reference order:
     blank suppression at the first step, the suppressed-token list, then the timestamp rules."""
@@ -88,22 +105,11 @@ class LogitRules:
         self.tk = tokenizer
         self.sample_begin = sample_begin
         self.suppress_blank = options.suppress_blank
-        self.blank = tokenizer.encode(" ") + [tokenizer.eot]
-        self.suppress = self._suppress_list(options.suppress_tokens, n_vocab)
+        self.blank = blank_tokens(tokenizer)
+        self.suppress = suppressed_tokens(tokenizer, options.suppress_tokens, n_vocab)
         self.timestamps = not options.without_timestamps
         self.max_initial = (None if options.max_initial_timestamp is None
                             else round(options.max_initial_timestamp / TIME_PRECISION))
-
-    def _suppress_list(self, spec: str | tuple[int, ...] | None, n_vocab: int) -> list[int]:
-        tk = self.tk
-        if isinstance(spec, str):
-            spec = tuple(int(t) for t in spec.split(",") if t.strip())
-        ids = set(spec or ())
-        if -1 in ids:
-            ids = (ids - {-1}) | set(tk.non_speech_tokens)
-        # Control tokens never belong in a transcript.
-        ids |= {tk.transcribe, tk.translate, tk.sot, tk.sot_prev, tk.sot_lm, tk.no_speech}
-        return sorted(i for i in ids if 0 <= i < n_vocab)
 
     def apply(self, logits: Tensor, tokens: Tensor) -> None:
         """logits (N, V) for the next token after tokens (N, T); modified in place."""

@@ -10,7 +10,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from .model import MultiHeadAttention, Whisper
+from .model import MultiHeadAttention
 
 PROJECTIONS = ("query", "key", "value", "out")
 
@@ -46,13 +46,14 @@ class LoRALinear(nn.Linear):
         return plain
 
 
-def _attention_modules(model: Whisper) -> list[MultiHeadAttention]:
+def _attention_modules(model: nn.Module) -> list[MultiHeadAttention]:
     """The pretrained attention layers; the noise branch is new and trains in full instead."""
     return [m for name, m in model.named_modules() if isinstance(m, MultiHeadAttention) and "noise_" not in name]
 
 
-def add_lora(model: Whisper, rank: int, alpha: float | None = None) -> list[nn.Parameter]:
-    """Wrap every attention projection in LoRA; returns the new trainable parameters."""
+def add_lora(model: nn.Module, rank: int, alpha: float | None = None) -> list[nn.Parameter]:
+    """Wrap every attention projection of `model` (a Whisper, or a part such as its decoder) in
+    LoRA; returns the new trainable parameters."""
     alpha = alpha if alpha is not None else 2.0 * rank
     params = []
     for attn in _attention_modules(model):
@@ -63,7 +64,7 @@ def add_lora(model: Whisper, rank: int, alpha: float | None = None) -> list[nn.P
     return params
 
 
-def merge_lora(model: Whisper) -> Whisper:
+def merge_lora(model: nn.Module) -> nn.Module:
     """Fold every adapter into its weight, in place; the model then has only OpenAI names."""
     for attn in _attention_modules(model):
         for name in PROJECTIONS:

@@ -4,20 +4,15 @@ Both rates are total edits (substitutions + deletions + insertions) over the tot
 reference units across all utterances, not an average of per-utterance rates, and are returned
 as fractions (0.034), not percent.
 
-An utterance whose reference is empty (after normalisation, e.g. "[noise]") is kept out of
-jiwer, which older versions reject; each word (or character) of its hypothesis counts as one
-insertion and it adds nothing to the reference total.
+`error_rates` scores the way the field does by default (`scoring="standard"`): openai-whisper's
+normaliser rules for the language (whisper_scratch.normalizers), then plain jiwer. Words are
+what whitespace separates; characters include the spaces between words. `scoring="lenient"` is
+the opt-in alternative of whisper_scratch.lenient (our normaliser, compounds joined); its figures
+are lower and not comparable with published ones.
 
-Compounds are scored as one word however they are written: when consecutive words on one side
-("mail box", "re record" from "re-record", "m i s d n") spell a word of the other side ("mailbox",
-"rerecord", "misdn"), they are joined before scoring. English writes compounds open, hyphenated
-or closed without a rule, and the speech is the same. Three kinds of run join:
-- letters ("mail box" = "mailbox");
-- single digits against a digit string ("5 0 0", Whisper's "5-0-0", = "500"): a number written in
-  digits does not say how it was read, and extensions and PINs are read digit by digit (the
-  price: "one two" against "twelve" also matches once the normaliser has written both in digits);
-- a code of letters and digits ("h 323" from "H.323" = "h323", "mp 3" = "mp3").
-Other runs do not: "50 0" against "500" stays a substitution and an insertion.
+An utterance whose reference is empty after normalisation (e.g. "[noise]") counts each word (or
+character) of its hypothesis as an insertion and adds nothing to the reference total, as jiwer 4
+does; it is kept out of jiwer itself, since older versions reject empty references.
 """
 from __future__ import annotations
 
@@ -25,24 +20,18 @@ from typing import Callable
 
 import jiwer
 
+from .lenient import join_compounds, lenient_normalizer
 from .normalizers import get_normalizer
 
-MAX_COMPOUND_PARTS = 10  # longest run of words joined into one (a phone number read digit by digit)
+SCORINGS = ("standard", "lenient")
 
 
-def _error_rate(references: list[str], hypotheses: list[str], normalizer: Callable[[str], str] | None,
-                characters: bool) -> float:
-    if len(references) != len(hypotheses):
-        raise ValueError(f"{len(references)} references but {len(hypotheses)} hypotheses")
-    normalize = normalizer or (lambda text: text)
-    # Whitespace is collapsed either way, so that CER does not count doubled spaces.
-    pairs = [join_compounds(normalize(r).split(), normalize(h).split()) for r, h in zip(references, hypotheses)]
-
+def _error_rate(pairs: list[tuple[str, str]], characters: bool) -> float:
     def units(text: str) -> int:
-        return len(text) if characters else len(text.split())
+        return len(text.strip()) if characters else len(text.split())
 
-    errors = sum(units(h) for r, h in pairs if not r)
-    scored = [(r, h) for r, h in pairs if r]
+    errors = sum(units(h) for r, h in pairs if not r.split())
+    scored = [(r, h) for r, h in pairs if r.split()]
     total = sum(units(r) for r, _ in scored)
     if scored:
         process = jiwer.process_characters if characters else jiwer.process_words
@@ -55,47 +44,34 @@ def _error_rate(references: list[str], hypotheses: list[str], normalizer: Callab
     return errors / total
 
 
-def _joinable(parts: list[str], joined: str) -> bool:
-    if joined.isalpha():
-        return True
-    if joined.isdigit():
-        return all(len(part) == 1 for part in parts)
-    return joined.isalnum() and any(ch.isdigit() for ch in joined)
-
-
-def _join_against(words: list[str], other: set[str]) -> list[str]:
-    out, i = [], 0
-    while i < len(words):
-        for n in range(min(MAX_COMPOUND_PARTS, len(words) - i), 1, -1):
-            joined = "".join(words[i:i + n])
-            if joined in other and _joinable(words[i:i + n], joined):
-                out.append(joined)
-                i += n
-                break
-        else:
-            out.append(words[i])
-            i += 1
-    return out
-
-
-def join_compounds(reference: list[str], hypothesis: list[str]) -> tuple[str, str]:
-    """Both word lists as text, with runs of words that spell one word of the other side joined
-    (see the module docstring): (["mail", "box"], ["mailbox"]) -> ("mailbox", "mailbox")."""
-    ref = _join_against(reference, set(hypothesis))
-    return " ".join(ref), " ".join(_join_against(hypothesis, set(ref)))
+def _normalized_pairs(references: list[str], hypotheses: list[str],
+                      normalizer: Callable[[str], str] | None) -> list[tuple[str, str]]:
+    if len(references) != len(hypotheses):
+        raise ValueError(f"{len(references)} references but {len(hypotheses)} hypotheses")
+    normalize = normalizer or (lambda text: text)
+    # Whitespace runs collapse to one space, so CER does not count doubled spaces.
+    return [(" ".join(normalize(r).split()), " ".join(normalize(h).split())) for r, h in zip(references, hypotheses)]
 
 
 def wer(references: list[str], hypotheses: list[str], normalizer: Callable[[str], str] | None = None) -> float:
     """Word error rate; `normalizer` is applied to both sides (None: compare the text as given)."""
-    return _error_rate(references, hypotheses, normalizer, characters=False)
+    return _error_rate(_normalized_pairs(references, hypotheses, normalizer), characters=False)
 
 
 def cer(references: list[str], hypotheses: list[str], normalizer: Callable[[str], str] | None = None) -> float:
     """Character error rate (spaces between words count as characters)."""
-    return _error_rate(references, hypotheses, normalizer, characters=True)
+    return _error_rate(_normalized_pairs(references, hypotheses, normalizer), characters=True)
 
 
-def error_rates(references: list[str], hypotheses: list[str], language: str | None) -> dict[str, float]:
-    """{"wer": ..., "cer": ...} after the normaliser for `language` (see get_normalizer)."""
-    normalizer = get_normalizer(language)
-    return {"wer": wer(references, hypotheses, normalizer), "cer": cer(references, hypotheses, normalizer)}
+def error_rates(references: list[str], hypotheses: list[str], language: str | None,
+                scoring: str = "standard") -> dict[str, float]:
+    """{"wer": ..., "cer": ...} scored for `language` ("en": English rules; None or any other code:
+    the basic ones); `scoring` is "standard" (openai-whisper's rules, plain jiwer) or "lenient"."""
+    if scoring == "standard":
+        pairs = _normalized_pairs(references, hypotheses, get_normalizer(language))
+    elif scoring == "lenient":
+        pairs = [join_compounds(r.split(), h.split())
+                 for r, h in _normalized_pairs(references, hypotheses, lenient_normalizer(language))]
+    else:
+        raise ValueError(f"unknown scoring {scoring!r}: choose from {', '.join(SCORINGS)}")
+    return {"wer": _error_rate(pairs, characters=False), "cer": _error_rate(pairs, characters=True)}

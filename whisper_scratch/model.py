@@ -98,12 +98,15 @@ class _GeluLinear(torch.autograd.Function):
         return F.linear(F.gelu(a), weight.to(a.dtype), bias.to(a.dtype))
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
         a, weight = ctx.saved_tensors
+        need_a, need_weight, need_bias = ctx.needs_input_grad  # a frozen fc2 (LoRA, frozen decoder) needs neither
         grad = grad.to(a.dtype)  # under autocast the weight was used in a's precision
-        flat_grad, flat_h = grad.flatten(0, -2), F.gelu(a).flatten(0, -2)
-        grad_a = torch.ops.aten.gelu_backward(grad @ weight.to(a.dtype), a)
-        return grad_a, (flat_grad.T @ flat_h).to(weight.dtype), flat_grad.sum(0).to(weight.dtype)
+        flat_grad = grad.flatten(0, -2)
+        grad_a = torch.ops.aten.gelu_backward(grad @ weight.to(a.dtype), a) if need_a else None
+        grad_weight = (flat_grad.T @ F.gelu(a).flatten(0, -2)).to(weight.dtype) if need_weight else None
+        grad_bias = flat_grad.sum(0).to(weight.dtype) if need_bias else None
+        return grad_a, grad_weight, grad_bias
 
 
 class KVCache:
@@ -324,9 +327,14 @@ class Whisper(nn.Module):
         """tokens (B, T), audio features (B, 1500, D) -> (B, T, n_vocab) float32."""
         return self.decoder(tokens, audio_features, cache)
 
-    def forward(self, mel: Tensor, tokens: Tensor) -> Tensor:
-        """Teacher-forced logits (B, T, n_vocab) for mel (B, n_mels, 3000) and tokens (B, T)."""
-        return self.decoder(tokens, self.encoder(mel))
+    def forward(self, mel: Tensor | None, tokens: Tensor, audio_features: Tensor | None = None) -> Tensor:
+        """Teacher-forced logits (B, T, n_vocab) for mel (B, n_mels, 3000) and tokens (B, T).
+
+        `audio_features` (B, 1500, D), when given, stand in for the encoder's output on `mel`: a frozen
+        encoder's output can be computed once and reused (see encoder_cache)."""
+        if audio_features is None:
+            audio_features = self.encoder(mel)
+        return self.decoder(tokens, audio_features)
 
     @property
     def device(self) -> torch.device:

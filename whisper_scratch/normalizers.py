@@ -1,262 +1,351 @@
-"""Text normalisation applied to references and hypotheses before WER/CER.
+"""Text normalisation before WER/CER, by the rules of openai-whisper's normalisers.
 
-Both sides of a comparison go through the same normaliser, so what matters is that equivalent
-spellings ("Press 1." / "press one") end up identical, not that the output reads nicely.
+The Whisper paper, the Open ASR leaderboard and most fine-tuning reports score transcripts with
+openai-whisper's `EnglishTextNormalizer` (English) or `BasicTextNormalizer` (other languages) and
+then plain jiwer, so these classes reproduce those rules exactly, quirks included ("1.5" becomes
+"one.5", "..." leaves a lone "."): a figure is comparable only when the scoring is the same.
+
+One deliberate difference: `BasicTextNormalizer` keeps combining marks (Unicode category M).
+openai-whisper's (version 20250625, which has no option for it) turns each one into a space, which
+splits Hindi and other Indic words at every vowel sign ("नमस्ते" -> "नमस ते"). Scripts that NFKC
+composes (Czech ř, ů) are not affected.
+
+The British -> American spelling table is openai-whisper's `english.json` (MIT), shipped as data.
 """
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
+from fractions import Fraction
+from pathlib import Path
 from typing import Callable
 
-_BRACKETED = re.compile(r"\[[^\]]*\]|\([^)]*\)|<[^>]*>")
-_APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "`": "'", "\u00b4": "'"})
-# Letters that NFKD does not split into base + mark, for remove_diacritics.
-_UNSPLIT_LATIN = str.maketrans({"ł": "l", "ø": "o", "đ": "d", "ħ": "h", "ß": "ss", "æ": "ae", "œ": "oe"})
+_SPELLINGS = Path(__file__).parent / "assets" / "english.json"
+
+_BRACKETED = re.compile(r"[<\[][^>\]]*[>\]]")  # <...> or [...], either closing bracket
+_PARENTHESISED = re.compile(r"\([^)]+\)")
+_WHITESPACE = re.compile(r"\s+")
+# Letters that NFKD leaves whole; removing diacritics spells them in plain Latin letters.
+_LETTERS_WITHOUT_MARKS = {"œ": "oe", "Œ": "OE", "ø": "o", "Ø": "O", "æ": "ae", "Æ": "AE", "ß": "ss", "ẞ": "SS",
+                          "đ": "d", "Đ": "D", "ð": "d", "Ð": "D", "þ": "th", "Þ": "th", "ł": "l", "Ł": "L"}
+
+
+def _drop_asides(text: str) -> str:
+    """Remove <...>, [...] and then (...) spans (speaker tags, sound events)."""
+    return _PARENTHESISED.sub("", _BRACKETED.sub("", text))
+
+
+def remove_symbols_and_diacritics(text: str, keep: str = "") -> str:
+    """NFKD; nonspacing marks (Mn) removed, other marks, symbols and punctuation made spaces,
+    `keep` characters kept, and letters without a decomposition (ø, ß, ł) spelled out."""
+    def one(ch: str) -> str:
+        if ch in keep:
+            return ch
+        if ch in _LETTERS_WITHOUT_MARKS:
+            return _LETTERS_WITHOUT_MARKS[ch]
+        category = unicodedata.category(ch)
+        if category == "Mn":
+            return ""
+        return " " if category[0] in "MSP" else ch
+    return "".join(map(one, unicodedata.normalize("NFKD", text)))
+
+
+def remove_symbols(text: str) -> str:
+    """NFKC; symbols and punctuation made spaces, letters and combining marks kept."""
+    return "".join(" " if unicodedata.category(ch)[0] in "SP" else ch for ch in unicodedata.normalize("NFKC", text))
 
 
 class BasicTextNormalizer:
-    """Lowercase, drop bracketed asides, punctuation and symbols; keep letters of every script.
+    """Lowercase, drop bracketed asides, symbols and punctuation, collapse whitespace (any language).
 
-    Combining marks stay by default: they are letters in Devanagari (matras, virama) and carry
-    meaning in Czech (ř, ů). `remove_diacritics=True` strips marks from Latin letters only.
-    A period or comma between digits stays (3.5, 1,000); everything else in Unicode categories
-    P and S, apart from `keep_symbols`, becomes a space. Invisible format characters (ZWJ, ZWNJ,
-    soft hyphen) are deleted. With `language` "az"/"tr"/"crh", "I" lowercases to dotless "ı".
+    `remove_diacritics=True` also strips accents (NFKD, as openai-whisper does: every nonspacing
+    mark goes, so it is for Latin scripts). openai-whisper's `split_letters` is not offered: CER
+    already scores languages written without spaces.
     """
 
-    def __init__(self, remove_diacritics: bool = False, keep_apostrophes: bool = False,
-                 language: str | None = None, keep_symbols: str = ""):
+    def __init__(self, remove_diacritics: bool = False):
         self.remove_diacritics = remove_diacritics
-        self.keep_apostrophes = keep_apostrophes
-        self.keep_symbols = keep_symbols
-        # Turkic dotted/dotless i: "I" lowercases to "ı" there, and "İ" to plain "i" everywhere.
-        self.turkic = language in ("az", "tr", "crh")
 
     def __call__(self, text: str) -> str:
-        return " ".join(self.clean(self.prepare(text)).split())
-
-    def prepare(self, text: str) -> str:
-        """NFKC, curly apostrophes made straight, lowercase."""
-        text = unicodedata.normalize("NFKC", text).translate(_APOSTROPHES).replace("İ", "i")
-        return (text.replace("I", "ı") if self.turkic else text).lower()
-
-    def clean(self, text: str) -> str:
-        """Drop bracketed asides, punctuation and symbols from prepared text."""
-        text = _BRACKETED.sub(" ", text)
-        if self.remove_diacritics:
-            text = _strip_latin_marks(text)
-        return "".join(self._keep(text, i) for i in range(len(text)))
-
-    def _keep(self, text: str, i: int) -> str:
-        ch = text[i]
-        cat = unicodedata.category(ch)
-        if cat[0] in "LNM" or ch in self.keep_symbols:
-            return ch
-        if cat == "Cf":
-            return ""
-        between = 0 < i < len(text) - 1
-        if ch in ".," and between and text[i - 1].isdigit() and text[i + 1].isdigit():
-            return ch
-        if ch == "'" and self.keep_apostrophes and between and text[i - 1].isalpha() and text[i + 1].isalpha():
-            return ch
-        return " "
+        text = _drop_asides(text.lower())
+        text = remove_symbols_and_diacritics(text) if self.remove_diacritics else remove_symbols(text)
+        return _WHITESPACE.sub(" ", text.lower())
 
 
-def _strip_latin_marks(text: str) -> str:
-    out = []
-    for ch in unicodedata.normalize("NFKD", text.translate(_UNSPLIT_LATIN)):
-        # A mark on a Latin letter is an accent; elsewhere (Devanagari, Cyrillic й) it is a letter.
-        if unicodedata.category(ch).startswith("M") and out and "LATIN" in unicodedata.name(out[-1], ""):
-            continue
-        out.append(ch)
-    return unicodedata.normalize("NFC", "".join(out))
+_UNIT_NAMES = ("one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+               "sixteen seventeen eighteen nineteen").split()
+_TEN_NAMES = "twenty thirty forty fifty sixty seventy eighty ninety".split()
+_SCALE_NAMES = ("hundred thousand million billion trillion quadrillion quintillion sextillion septillion "
+                "octillion nonillion decillion").split()
+_SIGNS = {"minus": "-", "negative": "-", "plus": "+", "positive": "+"}  # said before a number
+_CURRENCIES = {"pound": "£", "pounds": "£", "euro": "€", "euros": "€", "dollar": "$", "dollars": "$",
+               "cent": "¢", "cents": "¢"}  # said after it
+_NUMERAL = re.compile(r"\d+(?:\.\d+)?")
+_AND_A_HALF = re.compile(r"\band\s+a\s+half\b")
+_LETTER_DIGIT = re.compile(r"(?<=[a-z])(?=[0-9])|(?<=[0-9])(?=[a-z])")
+_DETACHED_SUFFIX = re.compile(r"(?<=[0-9])\s+(?=(?:st|nd|rd|th|s)\b)")  # "21 st" -> "21st"
+_DOLLARS_AND_CENTS = re.compile(r"([€£$])([0-9]+) (?:and )?¢([0-9]{1,2})\b")
+_ZERO_DOLLARS = re.compile(r"[€£$]0.([0-9]{1,2})\b")
+_LONE_ONE = re.compile(r"\b1(s?)\b")
 
 
-_UNITS = {w: n for n, w in enumerate("zero one two three four five six seven eight nine ten eleven twelve "
-                                     "thirteen fourteen fifteen sixteen seventeen eighteen nineteen".split())}
-_TENS = {w: 10 * n for n, w in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split(), 2)}
-_SCALES = {"hundred": 100, "thousand": 10**3, "million": 10**6, "billion": 10**9, "trillion": 10**12}
-_IRREGULAR_ORDINALS = {"first": "one", "second": "two", "third": "three", "fifth": "five",
-                       "eighth": "eight", "ninth": "nine", "twelfth": "twelve"}
-_CURRENCY_WORDS = {"dollar": "$", "dollars": "$", "euro": "€", "euros": "€", "pound": "£", "pounds": "£"}
-_CURRENCY_SYMBOLS = "$€£¢"
-_FILLERS = {"uh", "um", "uhm", "er", "erm", "hmm", "hm", "mm", "mmm", "mhm"}
-_WORDS = {  # titles, spoken variants and British spellings -> one American form
-    "mr": "mister", "mrs": "missus", "dr": "doctor", "okay": "ok", "alright": "all right", "thru": "through",
-    "colour": "color", "favour": "favor", "favourite": "favorite", "flavour": "flavor", "honour": "honor",
-    "humour": "humor", "labour": "labor", "neighbour": "neighbor", "behaviour": "behavior", "harbour": "harbor",
-    "rumour": "rumor", "armour": "armor", "vapour": "vapor", "centre": "center", "theatre": "theater",
-    "metre": "meter", "litre": "liter", "fibre": "fiber", "organise": "organize", "organised": "organized",
-    "organisation": "organization", "realise": "realize", "realised": "realized", "recognise": "recognize",
-    "recognised": "recognized", "apologise": "apologize", "analyse": "analyze", "catalogue": "catalog",
-    "analogue": "analog", "defence": "defense", "offence": "offense", "licence": "license", "grey": "gray",
-    "travelled": "traveled", "travelling": "traveling", "cancelled": "canceled", "cancelling": "canceling",
-    "modelling": "modeling", "labelled": "labeled", "jewellery": "jewelry", "programme": "program",
-    "cheque": "check", "tyre": "tire", "aluminium": "aluminum", "aeroplane": "airplane", "mum": "mom",
-    "pyjamas": "pajamas", "sceptical": "skeptical", "enquiry": "inquiry", "fulfil": "fulfill",
-    "manoeuvre": "maneuver", "plough": "plow", "storey": "story",
-}
-# A symbol standing alone as a word is a word said; "*" and "#" as on a telephone keypad (US English).
-_SPOKEN_SYMBOLS = {"&": "and", "+": "plus", "=": "equals", "@": "at", "*": "star", "#": "pound"}
-_LONE_SYMBOL = re.compile(r"(?<!\S)([&+=@*#])(?!\S)")
-_DOTTED_ACRONYM = re.compile(r"\b(?:[a-z]\.){2,}")  # "a.m.", "u.s.a." -> "am", "usa"
-_CONTRACTIONS = [  # order matters: the irregular forms before the generic n't
-    (r"\bwon't\b", "will not"), (r"\bcan't\b", "cannot"),
-    (r"\bshan't\b", "shall not"), (r"\blet's\b", "let us"), (r"n't\b", " not"), (r"'re\b", " are"),
-    (r"'ll\b", " will"), (r"'ve\b", " have"), (r"'m\b", " am"), (r"'d\b", " would"),
-    (r"\b(it|that|there|here|what|where|who|how|he|she)'s\b", r"\1 is"),
-    (r"(\w)'s\b", r"\1s"),  # any other 's is a possessive: "party's" -> "partys"
-]
+def _fraction(text: str) -> Fraction | None:
+    try:
+        return Fraction(text)
+    except ValueError:
+        return None
 
 
-def _ordinal_base(word: str) -> str | None:
-    """'twentieth' -> 'twenty', 'fourth' -> 'four'; None when not a spelled ordinal."""
-    if word in _IRREGULAR_ORDINALS:
-        return _IRREGULAR_ORDINALS[word]
-    if word.endswith("ieth") and word[:-4] + "y" in _TENS:
-        return word[:-4] + "y"
-    if word.endswith("th") and (word[:-2] in _UNITS or word[:-2] in _SCALES):
-        return word[:-2]
-    return None
+def _is_numeral(word: str | None) -> bool:
+    return word is not None and _NUMERAL.fullmatch(word) is not None
 
 
-def _classify(word: str) -> tuple[str, int] | None:
-    if word in _UNITS:
-        n = _UNITS[word]
-        return ("unit" if n < 10 else "teen"), n
-    if word in _TENS:
-        return "ten", _TENS[word]
-    if word in _SCALES:
-        return ("hundred" if word == "hundred" else "scale"), _SCALES[word]
-    if word.isascii() and word.isdigit() and (word == "0" or word[0] != "0"):  # keep "007" as written
-        return "digits", int(word)
-    return None
-
-
-def _read_number(words: list[str], i: int) -> tuple[str | None, int, bool]:
-    """Read the spoken number starting at words[i]: (digits, index after it, is_ordinal).
-
-    Values add up as spoken ("one hundred and five" = 105, "two thousand twenty" = 2020); two
-    adjacent two-digit numbers form a year ("nineteen ninety nine" = 1999); otherwise a number
-    that cannot extend the current one ends it, so "one two three" reads as three numbers.
-    """
-    if i < len(words) and re.fullmatch(r"\d+\.\d+", words[i]):
-        return words[i], i + 1, False  # a written decimal such as "3.5"
-    total, current, last, smallest_scale, year, j = 0, 0, None, 10**15, False, i
-    while j < len(words):
-        base = _ordinal_base(words[j])
-        if words[j] == "second" and last not in ("ten", "hundred", "scale"):
-            break  # a lone "second" is usually the unit of time
-        kind_value = _classify(base or words[j])
-        if kind_value is None:
-            following = _classify(_ordinal_base(words[j + 1]) or words[j + 1]) if j + 1 < len(words) else None
-            if words[j] == "and" and last in ("hundred", "scale") and following and following[0] in ("unit", "teen", "ten"):
-                j += 1
-                continue
-            break
-        kind, value = kind_value
-        two_digit = total == 0 and 10 <= current < 100 and last in ("teen", "ten") and not year
-        if kind == "digits" and last is None:
-            current = value
-        elif kind in ("unit", "teen", "ten") and (last in (None, "hundred", "scale") or (kind, last) == ("unit", "ten")):
-            current += value
-        elif kind in ("teen", "ten") and two_digit:
-            current, year = current * 100 + value, True
-        elif kind == "hundred" and not year and (last is None or (last in ("unit", "teen", "ten", "digits") and current < 100)):
-            current = (current or 1) * 100
-        elif kind == "scale" and not year and value < smallest_scale and last != "scale":
-            total, current, smallest_scale = total + (current or 1) * value, 0, value
-        else:
-            break
-        last, j = kind, j + 1
-        if base:
-            return str(total + current), j, True
-    if last is None:
-        return None, i, False
-    digits = str(total + current)
-    if j + 1 < len(words) and words[j] == "point" and _UNITS.get(words[j + 1], 10) < 10:
-        decimals = []
-        j += 1
-        while j < len(words) and _UNITS.get(words[j], 10) < 10:
-            decimals.append(str(_UNITS[words[j]]))
-            j += 1
-        digits += "." + "".join(decimals)
-    return digits, j, False
-
-
-def _ordinal_suffix(n: int) -> str:
-    if n % 100 in (11, 12, 13):
-        return "th"
-    return {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
-
-
-def _numbers(words: list[str]) -> list[str]:
-    """Replace spoken numbers with digits and attach %, currency and ordinal suffixes."""
-    out, i = [], 0
-    while i < len(words):
-        symbol = words[i] if words[i] in _CURRENCY_SYMBOLS else ""
-        digits, j, ordinal = _read_number(words, i + bool(symbol))
-        if digits is None:
-            if words[i] not in _CURRENCY_SYMBOLS + "%":  # a symbol with no number is dropped
-                out.append(words[i])
-            i += 1
-            continue
-        following = words[j] if j < len(words) else ""
-        if ordinal:
-            digits += _ordinal_suffix(int(digits))
-        elif following in ("%", "percent") or words[j:j + 2] == ["per", "cent"]:
-            digits, j = digits + "%", j + (2 if following == "per" else 1)
-        elif not symbol and following in _CURRENCY_WORDS:
-            symbol, j = _CURRENCY_WORDS[following], j + 1
-            j0 = j + (j < len(words) and words[j] == "and")
-            cents, k, cents_ordinal = _read_number(words, j0)
-            if symbol == "$" and cents and cents.isdigit() and int(cents) < 100 and not cents_ordinal \
-                    and k < len(words) and words[k] in ("cent", "cents"):
-                digits, j = f"{digits}.{int(cents):02d}", k + 1
-        elif not symbol and following in ("cent", "cents"):
-            symbol, j = "¢", j + 1
-        out.append(symbol + digits)
-        i = j
-    return out
-
-
-def _american(word: str) -> str:
-    if word.endswith("s") and word not in _WORDS and word[:-1] in _WORDS:
-        return _WORDS[word[:-1]] + "s"  # plurals: colours -> colors
-    return _WORDS.get(word, word)
-
-
-def _lone_one(words: list[str]) -> list[str]:
-    """Write a "1" with no number beside it as "one": "press 1" and "press one" then agree, and
-    "one" as a pronoun ("this one") is left alone. "1 2 3" keeps its digits."""
-    def is_number(k: int) -> bool:
-        return 0 <= k < len(words) and any(ch.isdigit() for ch in words[k])
-    return ["one" if w == "1" and not (is_number(k - 1) or is_number(k + 1)) else w for k, w in enumerate(words)]
-
-
-class EnglishTextNormalizer(BasicTextNormalizer):
-    """Basic normalisation plus English standardisation: contractions expanded, spoken numbers as
-    digits, money and percentages as symbols, British spellings as American, fillers dropped,
-    dotted acronyms closed up ("a.m." = "am") and lone symbols spoken ("press *" = "press star")."""
+class EnglishNumberNormalizer:
+    """Spoken numbers to digits: "twenty one" -> "21", "one oh one" -> "101" (digits said one by
+    one are joined), "two thousand and five" -> "2005", "fifth" -> "5th", "1960s" kept, "five
+    dollars" -> "$5", "ten per cent" -> "10%", "two and a half" -> "2.5"; a lone "1" is written
+    "one". The word table and the way values combine are openai-whisper's."""
 
     def __init__(self):
-        super().__init__(language="en", keep_symbols=_CURRENCY_SYMBOLS + "%")
+        # word -> (kind, value, suffix); kinds: zero, unit (1-19), ten, scale, sign, currency,
+        # percent, per, and, repeat (double/triple), point. A suffix makes a word end its number.
+        self.table: dict[str, tuple[str, int, str]] = {w: ("zero", 0, "") for w in ("o", "oh", "zero")}
+        for n, name in enumerate(_UNIT_NAMES, 1):
+            self.table[name] = ("unit", n, "")
+            self.table["sixes" if name == "six" else name + "s"] = ("unit", n, "s")
+        ordinals = {"zeroth": 0, "first": 1, "second": 2, "third": 3, "fifth": 5, "twelfth": 12}
+        ordinals.update({name + ("h" if name.endswith("t") else "th"): n
+                         for n, name in enumerate(_UNIT_NAMES, 1) if n not in (1, 2, 3, 5, 12)})
+        self.table.update({name: ("unit", n, {1: "st", 2: "nd", 3: "rd"}.get(n, "th")) for name, n in ordinals.items()})
+        for n, name in enumerate(_TEN_NAMES, 2):
+            stem = name[:-1]  # "twenty" -> "twent"
+            self.table.update({name: ("ten", 10 * n, ""), stem + "ies": ("ten", 10 * n, "s"),
+                               stem + "ieth": ("ten", 10 * n, "th")})
+        for k, name in enumerate(_SCALE_NAMES):
+            value = 100 if k == 0 else 1000 ** k
+            self.table.update({name: ("scale", value, ""), name + "s": ("scale", value, "s"),
+                               name + "th": ("scale", value, "th")})
+        self.table.update({w: ("sign", 0, "") for w in _SIGNS})
+        self.table.update({w: ("currency", 0, "") for w in _CURRENCIES})
+        self.table.update({"percent": ("percent", 0, ""), "per": ("per", 0, ""), "and": ("and", 0, ""),
+                           "double": ("repeat", 2, ""), "triple": ("repeat", 3, ""), "point": ("point", 0, "")})
+        # Words that may follow "point" (and end a number before "and a half").
+        self.decimal_words = {w for w, (kind, _, suffix) in self.table.items() if kind in ("zero", "unit", "ten")
+                              and not suffix}
+        self.prefixes = set(_SIGNS.values()) | set(_CURRENCIES.values())
+
+    def _is(self, word: str | None, kind: str) -> bool:
+        """`word` is a plain (unsuffixed) number word of this kind."""
+        entry = self.table.get(word)
+        return entry is not None and entry[0] == kind and not entry[2]
 
     def __call__(self, text: str) -> str:
-        text = self.prepare(text)
-        text = _LONE_SYMBOL.sub(lambda m: _SPOKEN_SYMBOLS[m.group(1)], text)
-        text = _DOTTED_ACRONYM.sub(lambda m: m.group(0).replace(".", "") + " ", text)
-        for pattern, replacement in _CONTRACTIONS:
-            text = re.sub(pattern, replacement, text)
-        text = re.sub(r"(?<=\d),(?=\d{3}\b)", "", text)  # thousands separators: 1,000 -> 1000
-        text = re.sub(r"([$€£¢%])", r" \1 ", self.clean(text))
-        words = _numbers(" ".join(_american(w) for w in text.split() if w not in _FILLERS).split())
-        return " ".join(_lone_one(words))
+        text = self.preprocess(text)
+        return self.postprocess(" ".join(self.process_words(text.split())))
+
+    def preprocess(self, text: str) -> str:
+        """"and a half" after a number -> "point five"; digits and letters split apart, except
+        ordinal and plural endings ("21st", "1960s")."""
+        parts = _AND_A_HALF.split(text)
+        pieces = []
+        for i, part in enumerate(parts):
+            if not part.strip():
+                continue  # openai-whisper drops an empty part together with the "and a half" after it
+            pieces.append(part)
+            if i < len(parts) - 1:
+                last = part.split()[-1]
+                half = last in self.decimal_words or self._is(last, "scale")
+                pieces.append("point five" if half else "and a half")
+        text = _LETTER_DIGIT.sub(" ", " ".join(pieces))
+        return _DETACHED_SUFFIX.sub("", text)
+
+    def postprocess(self, text: str) -> str:
+        """"$2 and ¢7" -> "$2.07", "$0.07" -> "¢7", and a lone "1" or "1s" spelled out."""
+        text = _DOLLARS_AND_CENTS.sub(lambda m: f"{m[1]}{m[2]}.{int(m[3]):02d}", text)
+        text = _ZERO_DOLLARS.sub(lambda m: f"¢{int(m[1])}", text)
+        return _LONE_ONE.sub(r"one\1", text)
+
+    def process_words(self, words: list[str]) -> list[str]:
+        """Read the words left to right, building one number at a time (see the class docstring)."""
+        out: list[str] = []
+        number: int | str | None = None  # an int while it is arithmetic, a string of digits once concatenated
+        sign: str | None = None  # a currency or sign symbol for the number being built
+
+        def emit(text: int | str) -> None:
+            nonlocal number, sign
+            out.append(f"{sign or ''}{text}")
+            number = sign = None
+
+        def flush() -> None:
+            if number is not None:
+                emit(number)
+
+        skip = False
+        for i, word in enumerate(words):
+            if skip:
+                skip = False
+                continue
+            prev = words[i - 1] if i else None
+            following = words[i + 1] if i + 1 < len(words) else None
+            bare = word[1:] if word[0] in self.prefixes else word
+            kind, value, suffix = self.table.get(word, ("word", 0, ""))
+            if _is_numeral(bare):
+                if isinstance(number, str) and number.endswith("."):
+                    number += word  # the digits after "point"
+                    continue
+                flush()
+                if bare is not word:
+                    sign = word[0]
+                f = Fraction(bare)
+                number = f.numerator if f.denominator == 1 else bare
+            elif kind == "word":
+                flush()
+                emit(word)
+            elif kind == "zero":
+                number = f"{number or ''}0"
+            elif kind in ("unit", "ten", "scale"):
+                if number is None:
+                    combined: int | str | None = value
+                elif kind == "unit":
+                    combined = self._add_unit(number, value, prev)
+                elif kind == "ten":
+                    combined = self._add_ten(number, value)
+                else:
+                    combined = self._scale(number, value)
+                    if combined is None:  # "1.2.3 hundred": the digits stand alone
+                        emit(number)
+                        combined = value
+                if suffix:
+                    emit(f"{combined}{suffix}")
+                else:
+                    number = combined
+            elif kind == "sign":
+                flush()
+                if following in self.table or _is_numeral(following):
+                    sign = _SIGNS[word]
+                else:
+                    emit(word)
+            elif kind == "currency":
+                if number is None:
+                    emit(word)
+                else:
+                    sign = _CURRENCIES[word]
+                    emit(number)
+            elif kind in ("percent", "per"):
+                if number is None:
+                    emit(word)
+                elif kind == "percent" or following == "cent":
+                    emit(f"{number}%")
+                    skip = kind == "per"
+                else:
+                    emit(number)
+                    emit(word)
+            elif following not in self.table and not _is_numeral(following):
+                flush()  # and/double/triple/point with no number after them are plain words
+                emit(word)
+            elif kind == "and":
+                if not self._is(prev, "scale"):  # "hundred and five" reads on; "five and six" does not
+                    flush()
+                    emit(word)
+            elif kind == "repeat":
+                if self._is(following, "unit") or self._is(following, "zero"):
+                    digit = self.table[following][1]
+                    number = f"{number or ''}{str(digit) * value}"
+                    skip = True
+                else:
+                    flush()
+                    emit(word)
+            elif following in self.decimal_words or _is_numeral(following):  # point
+                number = f"{number or ''}."
+        flush()
+        return out
+
+    def _add_unit(self, number: int | str, n: int, prev: str | None) -> int | str:
+        """One to nineteen after `number`: added ("twenty one", "hundred five") or appended as
+        digits ("one two" -> "12", "nineteen ninety" -> "1990")."""
+        if isinstance(number, str) or self._is(prev, "unit"):
+            if self._is(prev, "ten") and n < 10:
+                return number[:-1] + str(n)  # "...20" then "one" -> "...21"
+            return f"{number}{n}"
+        place = 10 if n < 10 else 100
+        return number + n if number % place == 0 else f"{number}{n}"
+
+    @staticmethod
+    def _add_ten(number: int | str, n: int) -> int | str:
+        if isinstance(number, int) and number % 100 == 0:
+            return number + n
+        return f"{number}{n}"
+
+    @staticmethod
+    def _scale(number: int | str, n: int) -> int | None:
+        """`number` times hundred/thousand/...; for an int only its last three digits are scaled
+        ("two thousand three hundred" = 2000 + 3 * 100). None when digits cannot be scaled."""
+        if isinstance(number, int):
+            return number // 1000 * 1000 + number % 1000 * n
+        f = _fraction(number)
+        if f is None or (f * n).denominator != 1:
+            return None
+        return int(f * n)
+
+
+class EnglishSpellingNormalizer:
+    """British spellings to American ones, word by word (openai-whisper's table of 1,739 words)."""
+
+    def __init__(self):
+        self.mapping: dict[str, str] = json.loads(_SPELLINGS.read_text(encoding="utf-8"))
+
+    def __call__(self, text: str) -> str:
+        return " ".join(self.mapping.get(word, word) for word in text.split())
+
+
+_FILLERS = re.compile(r"\b(?:hmm|mm|mhm|mmm|uh|um)\b")
+_INFORMAL = {"won't": "will not", "can't": "can not", "let's": "let us", "ain't": "aint", "y'all": "you all",
+             "wanna": "want to", "gotta": "got to", "gonna": "going to", "i'ma": "i am going to",
+             "imma": "i am going to", "woulda": "would have", "coulda": "could have", "shoulda": "should have",
+             "ma'am": "madam"}
+_TITLES = {"mr": "mister", "mrs": "missus", "st": "saint", "dr": "doctor", "prof": "professor", "capt": "captain",
+           "gov": "governor", "ald": "alderman", "gen": "general", "sen": "senator", "rep": "representative",
+           "pres": "president", "rev": "reverend", "hon": "honorable", "asst": "assistant", "assoc": "associate",
+           "lt": "lieutenant", "col": "colonel", "jr": "junior", "sr": "senior", "esq": "esquire"}
+# Perfect tenses first ("'d been" is "had been", not "would been"), then the general endings.
+_CONTRACTED = {"'d been": " had been", "'s been": " has been", "'d gone": " had gone", "'s gone": " has gone",
+               "'d done": " had done", "'s got": " has got", "n't": " not", "'re": " are", "'s": " is",
+               "'d": " would", "'ll": " will", "'t": " not", "'ve": " have", "'m": " am"}
+_EXPANSIONS = ([(re.compile(rf"\b{re.escape(k)}\b"), v) for k, v in _INFORMAL.items()]
+               + [(re.compile(rf"\b{k}\b"), v + " ") for k, v in _TITLES.items()]
+               + [(re.compile(rf"{re.escape(k)}\b"), v) for k, v in _CONTRACTED.items()])
+_DIGIT_COMMA = re.compile(r"(\d),(\d)")  # "1,000" -> "1000"; "1,2,3" -> "12,3" (matches do not overlap)
+_WORD_PERIOD = re.compile(r"\.([^0-9]|$)")  # a period not before a digit; "..." leaves one "."
+_NUMBER_SYMBOLS = ".%$¢€£"
+_STRAY_PREFIX = re.compile(r"[.$¢€£]([^0-9])")
+_STRAY_PERCENT = re.compile(r"([^0-9])%")
+
+
+class EnglishTextNormalizer:
+    """English: basic cleaning plus contractions and titles expanded ("won't" -> "will not", "mr"
+    -> "mister"), fillers (uh, um, hmm) dropped, spoken numbers as digits, British spellings as
+    American. Behaves as openai-whisper's class of the same name."""
+
+    def __init__(self):
+        self.standardize_numbers = EnglishNumberNormalizer()
+        self.standardize_spellings = EnglishSpellingNormalizer()
+
+    def __call__(self, text: str) -> str:
+        text = _FILLERS.sub("", _drop_asides(text.lower()))
+        text = re.sub(r"\s+'", "'", text)
+        for pattern, replacement in _EXPANSIONS:
+            text = pattern.sub(replacement, text)
+        text = _WORD_PERIOD.sub(r" \1", _DIGIT_COMMA.sub(r"\1\2", text))
+        text = remove_symbols_and_diacritics(text, keep=_NUMBER_SYMBOLS)
+        text = self.standardize_spellings(self.standardize_numbers(text))
+        # Currency signs and periods with no number after them, and % with none before, go.
+        text = _STRAY_PERCENT.sub(r"\1 ", _STRAY_PREFIX.sub(r" \1", text))
+        return _WHITESPACE.sub(" ", text)
 
 
 def get_normalizer(language: str | None) -> Callable[[str], str]:
-    """The English normaliser for "en" (or "english"), the basic one for any other language."""
+    """EnglishTextNormalizer for "en" (or "english"), BasicTextNormalizer for any other language."""
     if language and language.lower() in ("en", "english"):
         return EnglishTextNormalizer()
-    return BasicTextNormalizer(language=language)
+    return BasicTextNormalizer()

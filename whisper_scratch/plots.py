@@ -10,7 +10,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 
 def plot_training(history: list[dict], path: str | Path) -> Path:
-    """Loss per step on the left, eval WER/CER per step on the right; returns the PNG path."""
+    """Loss per step on the left, eval WER/CER per step on the right (and WER per SNR when the run
+    evaluated under noise); returns the PNG path."""
     train = [h for h in history if "loss" in h]
     evals = [h for h in history if "eval_wer" in h]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
@@ -22,11 +23,37 @@ def plot_training(history: list[dict], path: str | Path) -> Path:
     left.legend()
     right.plot([h["step"] for h in evals], [100 * h["eval_wer"] for h in evals], "o-", label="WER")
     right.plot([h["step"] for h in evals], [100 * h["eval_cer"] for h in evals], "s--", label="CER")
+    noisy = sorted({k for h in evals for k in h if k.startswith("eval_wer_snr")},
+                   key=lambda k: -float(k[len("eval_wer_snr"):]))
+    for key in noisy:  # evaluation under noise (--eval-noise-dir): one WER line per SNR
+        right.plot([h["step"] for h in evals if key in h], [100 * h[key] for h in evals if key in h], ".:",
+                   label=f"WER {key[len('eval_wer_snr'):]} dB")
     right.set_xlabel("step")
     right.set_ylabel("%")
     right.grid(alpha=0.3)
     right.legend()
     fig.suptitle("training curves")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_wer_against_minutes(minutes: list[float], wer: list[float], summary: dict, path: str | Path) -> Path:
+    """Dev WER (%) against wall-clock minutes of a fine-tuning run, with the test WER before and
+    after as horizontal marks; `summary` holds "before"/"after" {"wer"} and "machine"."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(minutes, [100 * w for w in wer], "o-", label="dev WER (greedy, during training)")
+    for key, style in (("before", ":"), ("after", "--")):
+        ax.axhline(100 * summary[key]["wer"], linestyle=style, color="gray")
+        ax.annotate(f"test WER {key}: {100 * summary[key]['wer']:.1f} %", (0, 100 * summary[key]["wer"]),
+                    textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set_xlabel("minutes since the run started (encoder caching included)")
+    ax.set_ylabel("WER %")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper right")
+    ax.set_title(f"fine-tuning on CPU: {summary.get('machine', '')}", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -7,7 +7,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -436,23 +436,24 @@ def _trimmed_frames(n_samples: int, size: int) -> int:
 
 
 def _load(path: Path, n_mels: int, n_frames: int, silence_padding: bool,
-          sequential: bool) -> tuple[np.ndarray, Tensor] | None:
+          sequential: bool, load: Callable[[Path], np.ndarray] = load_audio) -> tuple[np.ndarray, Tensor] | None:
     """A clip that fits one window: its audio and encoder input. None for a file to be decoded
     window by window: it is read again when its turn comes, so that prefetching never holds
-    more than one long recording."""
-    audio = load_audio(path)
+    more than one long recording. `load` reads a file's 16 kHz samples (T,)."""
+    audio = load(path)
     if sequential or len(audio) > n_frames * HOP_LENGTH:
         return None
     return audio, log_mel_window(audio, n_mels, n_frames, silence_padding)
 
 
 def _prefetch(paths: list[Path], n_mels: int, n_frames: int, ahead: int, silence_padding: bool,
-              sequential: bool) -> Iterator[tuple[Path, tuple | AudioError | None]]:
+              sequential: bool, load: Callable[[Path], np.ndarray] = load_audio
+              ) -> Iterator[tuple[Path, tuple | AudioError | None]]:
     """Decode audio in a background thread while the model works (soundfile releases the GIL),
     keeping at most `ahead` files in memory."""
     def job(p: Path):
         try:
-            return _load(p, n_mels, n_frames, silence_padding, sequential)
+            return _load(p, n_mels, n_frames, silence_padding, sequential, load)
         except AudioError as e:
             return e
     with ThreadPoolExecutor(max_workers=1) as pool:
@@ -468,9 +469,11 @@ def _prefetch(paths: list[Path], n_mels: int, n_frames: int, ahead: int, silence
 
 
 def transcribe_files(model: Whisper, paths: list[Path], opts: TranscribeOptions,
-                     tokenizer: WhisperTokenizer | None = None) -> tuple[list[dict], list[tuple[Path, str]]]:
+                     tokenizer: WhisperTokenizer | None = None,
+                     load: Callable[[Path], np.ndarray] = load_audio) -> tuple[list[dict], list[tuple[Path, str]]]:
     """Transcribe many files: clips up to 30 s go through in batches, longer ones (and every file
-    when `clip_timestamps` are given) window by window with `transcribe_long`.
+    when `clip_timestamps` are given) window by window with `transcribe_long`. `load` reads a
+    file's 16 kHz samples (T,); noisy evaluation passes one that mixes in noise.
 
     Returns (results in input order, [(path, error line)] for files that could not be read or
     failed part-way; a long recording that failed part-way is also in the results, with the text
@@ -504,7 +507,7 @@ def transcribe_files(model: Whisper, paths: list[Path], opts: TranscribeOptions,
 
     def long_file(path: Path):
         try:
-            results[path] = {"audio": str(path), **transcribe_long(model, load_audio(path), opts, tokenizer,
+            results[path] = {"audio": str(path), **transcribe_long(model, load(path), opts, tokenizer,
                                                                    name=path.name)}
         except AudioError as e:
             failed.append((path, str(e)))
@@ -521,7 +524,7 @@ def transcribe_files(model: Whisper, paths: list[Path], opts: TranscribeOptions,
         with tqdm(total=len(paths), desc="transcribing", unit="file",
                   disable=not opts.progress or len(paths) == 1) as bar:
             for path, loaded in _prefetch(paths, model.dims.n_mels, size, 2 * opts.batch_size, opts.silence_padding,
-                                          sequential):
+                                          sequential, load):
                 if isinstance(loaded, AudioError):
                     failed.append((path, str(loaded)))
                 elif loaded is None:

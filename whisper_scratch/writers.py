@@ -203,11 +203,12 @@ def write_results(results: Sequence[Result], path: str | os.PathLike, lines: Lin
     _atomic_write(path, writer(results, lines))
 
 
-def write_evaluation(path: str | os.PathLike, wer: float, cer: float, utterances: Sequence[dict[str, str]]) -> None:
-    """JSON {"wer", "cer", "utterances": [{"audio", "reference", "hypothesis", ...}]}."""
+def write_evaluation(path: str | os.PathLike, wer: float, cer: float, utterances: Sequence[dict[str, str]],
+                     extra: dict[str, Any] | None = None) -> None:
+    """JSON {"wer", "cer", "utterances": [{"audio", "reference", "hypothesis", ...}], **extra}."""
     for u in utterances:
         missing = {"audio", "reference", "hypothesis"} - u.keys()
         if missing:
             raise ValueError(f"utterance {u!r} lacks {sorted(missing)}")
-    report = {"wer": wer, "cer": cer, "utterances": [dict(u) for u in utterances]}
+    report = {"wer": wer, "cer": cer, "utterances": [dict(u) for u in utterances], **(extra or {})}
     _atomic_write(path, json.dumps(report, ensure_ascii=False, indent=2) + "\n")

@@ -7,25 +7,31 @@ Keys that loaders may put in `Checkpoint.extra` (all optional, plain JSON-like v
 """
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 import torch
 from torch import Tensor
 
-from ..model import ModelDimensions
+from ..model import ModelDimensions, Whisper
 
 # Every parameter of the optional noise branch has this in its name (see model.py).
 NOISE_MARKER = ".noise_"
 TOKENIZER_FILE = "tokenizer.json"
 
 V = TypeVar("V")
+
+# Read once, at import: os.umask can only be read by setting it, which would race with other threads.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 class CheckpointError(ValueError):
@@ -67,11 +73,12 @@ def _pattern(template: str) -> re.Pattern[str]:
     return re.compile(re.escape(template).replace(re.escape("{i}"), r"(\d+)") + "$")
 
 
-def _fill(value: Any, index: str | None) -> Any:
+def fill(value: Any, index: str | None) -> Any:
+    """A table entry (a name, or a tuple of names and None) with "{i}" replaced by `index`."""
     if isinstance(value, str):
         return value.replace("{i}", index) if index is not None else value
     if isinstance(value, tuple):
-        return tuple(_fill(v, index) for v in value)
+        return tuple(fill(v, index) for v in value)
     return value
 
 
@@ -85,7 +92,7 @@ def lookup(compiled: list[tuple[re.Pattern[str], V]], name: str) -> V | None:
     for pattern, target in compiled:
         m = pattern.match(name)
         if m:
-            return _fill(target, m.group(1) if m.groups() else None)
+            return fill(target, m.group(1) if m.groups() else None)
     return None
 
 
@@ -127,16 +134,43 @@ def safe_torch_load(path: Path) -> Any:
             f"and only weights_only loading is allowed ({first})") from None
 
 
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    """torch.save into a temporary file beside `path`, then rename: a crash never leaves half a file."""
+@contextmanager
+def atomic_open(path: Path) -> Iterator[BinaryIO]:
+    """A binary file that appears at `path` only once completely written (temporary file beside
+    it, then rename): a crash never leaves half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            yield f
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes the file private; a written model is shared like any file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """torch.save through `atomic_open`."""
+    with atomic_open(path) as f:
+        torch.save(obj, f)
+
+
+def write_json(path: Path, value: Any) -> None:
+    """`value` as indented UTF-8 JSON (a str as it is), atomically."""
+    text = value if isinstance(value, str) else json.dumps(value, indent=2, ensure_ascii=False) + "\n"
+    with atomic_open(path) as f:
+        f.write(text.encode("utf-8"))
+
+
+def exportable_state(model: Whisper, drop_noise_branch: bool, target: str) -> dict[str, Tensor]:
+    """The model's tensors (detached, on the CPU) for a format without the noise branch: a dual
+    model is refused unless `drop_noise_branch`, since dropping the branch changes its output."""
+    state = model.state_dict()
+    if has_noise_branch(state) and not drop_noise_branch:
+        raise CheckpointError(f"{target}: the model has a noise branch (dual attention) that no other Whisper "
+                              "runtime can run; add --drop_noise_branch to export it without the branch (its "
+                              "transcripts may then differ from the dual model's)")
+    return {k: v.detach().cpu() for k, v in state.items() if NOISE_MARKER not in k}

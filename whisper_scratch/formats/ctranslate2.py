@@ -14,16 +14,23 @@ import struct
 from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 import torch
 from torch import Tensor
 
-from ..model import ModelDimensions
-from . import Checkpoint, CheckpointError, compile_table, lookup, name_list, tokenizer_extra
+from tokenizer import WhisperTokenizer
+from tokenizer.huggingface import TOKENIZER_JSON, ctranslate2_vocabulary, tokenizer_json
+
+from ..decoding import blank_tokens, suppressed_tokens
+from ..model import ModelDimensions, Whisper
+from . import (Checkpoint, CheckpointError, atomic_open, compile_table, exportable_state, fill, heads_to_pairs,
+               lookup, name_list, tokenizer_extra, write_json)
+from .huggingface import PREPROCESSOR_CONFIG, preprocessor_config
 
 MODEL_FILE = "model.bin"
 CONFIG = "config.json"
+VOCABULARY = "vocabulary.json"
 BINARY_VERSION = 6
 SPEC_NAME = "WhisperSpec"
 
@@ -31,6 +38,7 @@ SPEC_NAME = "WhisperSpec"
 DTYPES: dict[int, torch.dtype] = {
     0: torch.float32, 1: torch.int8, 2: torch.int16, 3: torch.int32, 4: torch.float16, 5: torch.bfloat16,
 }
+CODES = {dtype: code for code, dtype in DTYPES.items()}
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 QUANTISED = ("quantised CTranslate2 models (int8, int16) are not supported: "
              "convert with --quantization float16 or float32")
@@ -38,20 +46,34 @@ QUANTISED = ("quantised CTranslate2 models (int8, int16) are not supported: "
 TIED_OUTPUT = "decoder/projection/weight"  # an alias of the token embedding in Whisper files
 EMBEDDING = "decoder/embeddings/weight"
 
-# Settings (rank-0 variables): the value OpenAI's architecture needs, or None for "read, any value".
-# activation 3 is CTranslate2's exact GELU; alignment_heads/alignment_layer are its runtime
-# defaults for word timing (config.json's alignment_heads are the real ones).
-SETTINGS: dict[str, int | None] = {
-    "encoder/num_heads": None,
-    "decoder/num_heads": None,
-    "decoder/activation": 3,
-    "decoder/pre_norm": 1,
-    "decoder/scale_embeddings": 0,
-    "decoder/alibi": 0,
-    "decoder/start_from_zero_embedding": 0,
-    "decoder/alignment_heads": None,
-    "decoder/alignment_layer": None,
+
+class Setting(NamedTuple):
+    """A rank-0 variable: the dtype it is written in, its value (None: the model's head count),
+    whether a file must hold that value, and whether we write it."""
+    dtype: torch.dtype
+    value: int | None
+    checked: bool = True
+    written: bool = True
+
+
+# activation 3 is CTranslate2's exact GELU. alignment_heads and alignment_layer are its runtime
+# defaults for word timing (config.json's alignment_heads are the real ones), so any value is read.
+# The two ALiBi flags come from newer converters (ctranslate2 4.8 writes them); we leave them out,
+# so that our files are byte for byte those of the converter behind the published models.
+SETTINGS: dict[str, Setting] = {
+    "encoder/num_heads": Setting(torch.int16, None, checked=False),
+    "decoder/num_heads": Setting(torch.int16, None, checked=False),
+    "decoder/activation": Setting(torch.int8, 3),
+    "decoder/pre_norm": Setting(torch.int8, 1),
+    "decoder/scale_embeddings": Setting(torch.int8, 0),
+    "decoder/alibi": Setting(torch.int8, 0),
+    "decoder/alibi_use_positive_positions": Setting(torch.int8, 0, written=False),
+    "decoder/scale_alibi": Setting(torch.int8, 0, written=False),
+    "decoder/start_from_zero_embedding": Setting(torch.int8, 0),
+    "decoder/alignment_heads": Setting(torch.int16, 1, checked=False),
+    "decoder/alignment_layer": Setting(torch.int16, -1, checked=False),
 }
+SPEC_REVISION = 3
 
 _E = "encoder/layer_{i}/"
 _D = "decoder/layer_{i}/"
@@ -188,9 +210,9 @@ def _check_settings(settings: dict[str, int | float], source: str) -> None:
     for name in ("encoder/num_heads", "decoder/num_heads"):
         if name not in settings:
             raise CheckpointError(f"{source}: missing CTranslate2 setting {name}")
-    for name, required in SETTINGS.items():
-        if required is not None and name in settings and settings[name] != required:
-            raise CheckpointError(f"{source}: {name} = {settings[name]}, OpenAI's Whisper needs {required}")
+    for name, setting in SETTINGS.items():
+        if setting.checked and name in settings and settings[name] != setting.value:
+            raise CheckpointError(f"{source}: {name} = {settings[name]}, OpenAI's Whisper needs {setting.value}")
 
 
 def _to_openai(weights: dict[str, Tensor], aliases: dict[str, str], source: str) -> dict[str, Tensor]:
@@ -275,3 +297,70 @@ def load_ctranslate2(path: str | Path | Sequence[str | Path]) -> Checkpoint:
         source=source,
         format="ctranslate2",
     )
+
+
+def _from_openai(state: dict[str, Tensor], dims: ModelDimensions) -> dict[str, Tensor]:
+    """CT2-named weights from OpenAI-named ones: CT2_TO_OPENAI read backwards, fused tensors
+    concatenated (a key-bias slot filled with zeros)."""
+    out: dict[str, Tensor] = {}
+    for ct2_name, target in CT2_TO_OPENAI.items():
+        n_layers = dims.n_audio_layer if ct2_name.startswith("encoder/") else dims.n_text_layer
+        for index in (range(n_layers) if "{i}" in ct2_name else [None]):
+            i = None if index is None else str(index)
+            names = fill(target, i)
+            if isinstance(names, str):
+                out[fill(ct2_name, i)] = state[names]
+            else:
+                like = state[next(n for n in names if n is not None)]
+                out[fill(ct2_name, i)] = torch.cat([state[n] if n is not None else torch.zeros_like(like)
+                                                    for n in names])
+    return out
+
+
+def _write_string(f: BinaryIO, text: str) -> None:
+    data = text.encode("utf-8") + b"\0"
+    f.write(struct.pack("<H", len(data)) + data)
+
+
+def _write_variable(f: BinaryIO, name: str, tensor: Tensor) -> None:
+    _write_string(f, name)
+    raw = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
+    f.write(struct.pack(f"<B{tensor.dim()}I", tensor.dim(), *tensor.shape))
+    f.write(struct.pack("<BI", CODES[tensor.dtype], raw.nbytes))
+    f.write(raw)
+
+
+def save_ctranslate2(model: Whisper, folder: str | Path, tokenizer: WhisperTokenizer | None = None,
+                     dtype: torch.dtype = torch.float16, drop_noise_branch: bool = False) -> None:
+    """Write `model` as a CTranslate2 folder: model.bin (weights in `dtype`), config.json
+    (alignment heads; with a tokenizer also the suppressed and language ids) and
+    preprocessor_config.json; with a tokenizer also vocabulary.json and tokenizer.json, which
+    faster-whisper needs. Every file is written atomically."""
+    if dtype not in FLOAT_DTYPES:
+        raise ValueError(f"CTranslate2 export writes float16, bfloat16 or float32, not {dtype}")
+    folder = Path(folder)
+    dims = model.dims
+    weights = {k: v.to(dtype) for k, v in _from_openai(exportable_state(model, drop_noise_branch, str(folder)),
+                                                       dims).items()}
+    heads = {"encoder/num_heads": dims.n_audio_head, "decoder/num_heads": dims.n_text_head}
+    settings = {name: torch.tensor(heads.get(name, setting.value), dtype=setting.dtype)
+                for name, setting in SETTINGS.items() if setting.written}
+    variables = {**weights, **settings}
+    with atomic_open(folder / MODEL_FILE) as f:
+        f.write(struct.pack("<I", BINARY_VERSION))
+        _write_string(f, SPEC_NAME)
+        f.write(struct.pack("<II", SPEC_REVISION, len(variables)))
+        for name in sorted(variables):
+            _write_variable(f, name, variables[name])
+        f.write(struct.pack("<I", 1))
+        _write_string(f, TIED_OUTPUT)
+        _write_string(f, EMBEDDING)
+    config: dict = {"alignment_heads": [list(p) for p in heads_to_pairs(model.alignment_heads)]}
+    if tokenizer is not None:
+        config.update(lang_ids=list(tokenizer.all_language_tokens),
+                      suppress_ids=suppressed_tokens(tokenizer, "-1", dims.n_vocab),
+                      suppress_ids_begin=blank_tokens(tokenizer))
+        write_json(folder / VOCABULARY, ctranslate2_vocabulary(tokenizer))
+        write_json(folder / TOKENIZER_JSON, tokenizer_json(tokenizer))
+    write_json(folder / CONFIG, config)
+    write_json(folder / PREPROCESSOR_CONFIG, preprocessor_config(dims))

@@ -3,21 +3,24 @@ sharded with an index file), optional generation_config.json."""
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import Tensor
 
-from ..model import ModelDimensions, Whisper
-from . import (Checkpoint, CheckpointError, NOISE_MARKER, heads_to_pairs, invert, rename, safe_torch_load,
-               tokenizer_extra)
+from tokenizer import WhisperTokenizer
+from tokenizer.huggingface import huggingface_tokenizer_files
 
-log = logging.getLogger(__name__)
+from ..audio import HOP_LENGTH, N_FFT, SAMPLE_RATE
+from ..decoding import blank_tokens, suppressed_tokens
+from ..model import ModelDimensions, Whisper
+from . import (Checkpoint, CheckpointError, atomic_open, exportable_state, heads_to_pairs, invert, rename,
+               safe_torch_load, tokenizer_extra, write_json)
 
 CONFIG = "config.json"
 GENERATION_CONFIG = "generation_config.json"
+PREPROCESSOR_CONFIG = "preprocessor_config.json"
 SAFETENSORS = "model.safetensors"
 PYTORCH_BIN = "pytorch_model.bin"
 INDEX_SUFFIX = ".index.json"  # sharded weights: {"weight_map": {tensor name: shard file}}
@@ -153,33 +156,66 @@ def to_huggingface(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
     return rename(state_dict, OPENAI_TO_HF, "state dict")
 
 
-def save_huggingface(model: Whisper, folder: str | Path) -> None:
-    """Write `model` (without any noise branch) as a Hugging Face folder: config.json,
-    model.safetensors and generation_config.json (alignment heads, suppress ids)."""
+def preprocessor_config(dims: ModelDimensions) -> dict:
+    """WhisperFeatureExtractor's settings for a model of `dims` (read by transformers and faster-whisper)."""
+    n_frames = 2 * dims.n_audio_ctx
+    return {"feature_extractor_type": "WhisperFeatureExtractor", "processor_class": "WhisperProcessor",
+            "feature_size": dims.n_mels, "sampling_rate": SAMPLE_RATE, "hop_length": HOP_LENGTH, "n_fft": N_FFT,
+            "chunk_length": n_frames * HOP_LENGTH // SAMPLE_RATE, "n_samples": n_frames * HOP_LENGTH,
+            "nb_max_frames": n_frames, "padding_side": "right", "padding_value": 0.0,
+            "return_attention_mask": False}
+
+
+def _generation_config(model: Whisper, tk: WhisperTokenizer | None, language: str | None) -> dict:
+    """generation_config.json: alignment heads and, with a tokenizer, Whisper's token ids."""
+    generation: dict = {"alignment_heads": [list(p) for p in heads_to_pairs(model.alignment_heads)]}
+    if tk is None:
+        return generation
+    generation.update({
+        "bos_token_id": tk.eot, "eos_token_id": tk.eot, "pad_token_id": tk.eot, "decoder_start_token_id": tk.sot,
+        "no_timestamps_token_id": tk.no_timestamps, "prev_sot_token_id": tk.sot_prev,
+        "max_initial_timestamp_index": 50, "max_length": model.dims.n_text_ctx, "return_timestamps": False,
+        "suppress_tokens": suppressed_tokens(tk, "-1", model.dims.n_vocab),
+        "begin_suppress_tokens": blank_tokens(tk), "is_multilingual": tk.is_multilingual})
+    if tk.is_multilingual:
+        generation["lang_to_id"] = {f"<|{code}|>": tk.to_language_token(code) for code in tk.all_language_codes}
+        generation["task_to_id"] = {"transcribe": tk.transcribe, "translate": tk.translate}
+        if language:  # the language the model was fine-tuned on: transformers then skips detection
+            generation.update(language=f"<|{language}|>", task="transcribe")
+    return generation
+
+
+def save_huggingface(model: Whisper, folder: str | Path, tokenizer: WhisperTokenizer | None = None,
+                     dtype: torch.dtype = torch.float32, drop_noise_branch: bool = False,
+                     language: str | None = None) -> None:
+    """Write `model` as a Hugging Face folder that transformers loads (and the CTranslate2 and
+    whisper.cpp converters read): config.json, model.safetensors (in `dtype`),
+    generation_config.json (alignment heads; with a tokenizer also the suppressed, language and
+    task ids, and `language` as the default), preprocessor_config.json and, with a tokenizer, its
+    files. Every file is written atomically."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     d = model.dims
     if d.n_audio_state != d.n_text_state:
         raise ValueError("Hugging Face's Whisper has one d_model for encoder and decoder")
+    state = exportable_state(model, drop_noise_branch, str(folder))
+    tensors = {k: v.to(dtype).contiguous() for k, v in to_huggingface(state).items()}
+    with atomic_open(folder / SAFETENSORS) as f:
+        f.write(save(tensors, metadata={"format": "pt"}))
     config = {
         "model_type": "whisper", "architectures": ["WhisperForConditionalGeneration"],
         "num_mel_bins": d.n_mels, "max_source_positions": d.n_audio_ctx, "d_model": d.n_audio_state,
         "encoder_attention_heads": d.n_audio_head, "encoder_layers": d.n_audio_layer,
         "encoder_ffn_dim": 4 * d.n_audio_state, "vocab_size": d.n_vocab, "max_target_positions": d.n_text_ctx,
         "decoder_attention_heads": d.n_text_head, "decoder_layers": d.n_text_layer,
-        "decoder_ffn_dim": 4 * d.n_text_state, "activation_function": "gelu", "scale_embedding": False,
-        "tie_word_embeddings": True,
+        "decoder_ffn_dim": 4 * d.n_text_state, "num_hidden_layers": d.n_audio_layer,
+        "activation_function": "gelu", "scale_embedding": False, "tie_word_embeddings": True,
+        "use_cache": True, "dtype": str(dtype).removeprefix("torch."),
     }
-    state = model.state_dict()
-    if any(NOISE_MARKER in k for k in state):
-        log.warning("%s: Hugging Face's Whisper has no noise branch; exporting the model without it", folder)
-    state = {k: v for k, v in state.items() if NOISE_MARKER not in k}
-    tensors = {k: v.detach().cpu().contiguous() for k, v in to_huggingface(state).items()}
-    save_file(tensors, str(folder / SAFETENSORS), metadata={"format": "pt"})
-    (folder / CONFIG).write_text(json.dumps(config, indent=2))
-    generation: dict = {"alignment_heads": [list(p) for p in heads_to_pairs(model.alignment_heads)]}
-    extra = getattr(model, "checkpoint_extra", {})  # suppress ids the model was loaded with
-    for ours, key in (("suppress_ids", "suppress_tokens"), ("suppress_ids_begin", "begin_suppress_tokens")):
-        if ours in extra:
-            generation[key] = list(extra[ours])
-    (folder / GENERATION_CONFIG).write_text(json.dumps(generation, indent=2))
+    if tokenizer is not None:
+        config.update(bos_token_id=tokenizer.eot, eos_token_id=tokenizer.eot, pad_token_id=tokenizer.eot,
+                      decoder_start_token_id=tokenizer.sot)
+        for name, content in huggingface_tokenizer_files(tokenizer).items():
+            write_json(folder / name, content)
+    write_json(folder / CONFIG, config)
+    write_json(folder / GENERATION_CONFIG, _generation_config(model, tokenizer, language))
+    write_json(folder / PREPROCESSOR_CONFIG, preprocessor_config(d))

@@ -3,16 +3,15 @@
 Our parameter names are OpenAI's, so the name table is the identity."""
 from __future__ import annotations
 
-import logging
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from ..model import ModelDimensions, Whisper
-from . import (Checkpoint, CheckpointError, NOISE_MARKER, atomic_torch_save, has_noise_branch, heads_to_pairs,
-               safe_torch_load)
+import torch
 
-log = logging.getLogger(__name__)
+from ..model import ModelDimensions, Whisper
+from . import (Checkpoint, CheckpointError, atomic_torch_save, exportable_state, has_noise_branch, heads_to_pairs,
+               safe_torch_load)
 
 DIM_KEYS = tuple(f.name for f in fields(ModelDimensions))
 
@@ -46,15 +45,10 @@ def load_openai(path: str | Path) -> Checkpoint:
     return checkpoint_from_openai(safe_torch_load(Path(path)), str(path))
 
 
-def save_openai(model: Whisper, path: str | Path) -> None:
-    """Write `model` as an OpenAI `.pt` that openai-whisper loads strictly.
-
-    OpenAI's model has no noise branch, so a dual model is exported without it."""
+def save_openai(model: Whisper, path: str | Path, dtype: torch.dtype = torch.float32,
+                drop_noise_branch: bool = False) -> None:
+    """Write `model` (tensors in `dtype`) as an OpenAI `.pt` that openai-whisper loads strictly,
+    atomically. OpenAI's model has no noise branch: a dual model needs drop_noise_branch=True."""
     path = Path(path)
-    state = model.state_dict()
-    noise = [name for name in state if NOISE_MARKER in name]
-    if noise:
-        log.warning("%s: OpenAI's format has no noise branch; exporting the model without it "
-                    "(%d noise-branch tensors dropped)", path, len(noise))
-    plain = {name: t.detach().cpu().clone() for name, t in state.items() if NOISE_MARKER not in name}
-    atomic_torch_save({"dims": model.dims.to_dict(), "model_state_dict": plain}, path)
+    state = {k: v.to(dtype).clone() for k, v in exportable_state(model, drop_noise_branch, str(path)).items()}
+    atomic_torch_save({"dims": model.dims.to_dict(), "model_state_dict": state}, path)

@@ -1,0 +1,140 @@
+"""The noise-robustness experiment (whisper_scratch/noise_experiment.py, bench/noise_robustness.py):
+what each arm trains, the matched LoRA size, the split by prompt, the whole pipeline on a small
+random model, and (shared) that its evaluation of the stock model is transcribe.py's."""
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from whisper_scratch.audio import SAMPLE_RATE  # noqa: E402
+from whisper_scratch.augment import pink_noise, white_noise  # noqa: E402
+from whisper_scratch.checkpoint import load_model, save_model  # noqa: E402
+from whisper_scratch.decoding import DecodingOptions, tokenizer_for  # noqa: E402
+from whisper_scratch.manifest import read_manifest  # noqa: E402
+from whisper_scratch.model import ModelDimensions, Whisper  # noqa: E402
+from whisper_scratch.noise_experiment import (ARMS, ExperimentConfig, build_arm, evaluate_arms, load_clips,  # noqa: E402
+                                              lora_rank_matching, markdown_table, noise_branch_parameters,
+                                              run_experiment, split_by_prompt)
+from whisper_scratch.noisy_eval import NoiseMixer, score_run, transcribe_noisy  # noqa: E402
+from whisper_scratch.transcriber import TranscribeOptions  # noqa: E402
+
+ASTERISK = REPO / "tests/data/asterisk16/manifest.jsonl"
+# 10-second windows: every clip of tests/data/asterisk16 fits; small enough to train in seconds.
+DIMS = ModelDimensions(n_mels=80, n_audio_ctx=500, n_audio_state=64, n_audio_head=2, n_audio_layer=1,
+                       n_vocab=51864, n_text_ctx=64, n_text_state=64, n_text_head=2, n_text_layer=2)
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory) -> dict:
+    """A random English-vocabulary model saved as a checkpoint, and two noise folders made here."""
+    root = tmp_path_factory.mktemp("experiment")
+    torch.manual_seed(0)
+    save_model(Whisper(DIMS), root / "model")
+    rng = np.random.default_rng(0)
+    for name, make in (("train", white_noise), ("test", pink_noise)):
+        (root / name).mkdir()
+        sf.write(root / name / f"{name}.wav", 0.1 * make(2 * SAMPLE_RATE, rng), SAMPLE_RATE)
+    return {"model": str(root / "model"), "train": root / "train", "test": root / "test", "root": root}
+
+
+def config(small: dict, **kw) -> ExperimentConfig:
+    values = dict(manifest=ASTERISK, train_noise=small["train"], test_noise=small["test"], model=small["model"],
+                  test_fraction=0.3, variants=1, steps=3, batch_size=4, warmup_steps=1, eval_batch_size=4,
+                  sample_len=6, eval_snrs=(10.0, 0.0), picture_snr=0.0)
+    return ExperimentConfig(**{**values, **kw})
+
+
+def test_split_by_prompt_keeps_each_transcript_on_one_side():
+    rows = read_manifest(ASTERISK)
+    rows = rows + [type(r)(r.audio, r.text.upper() + "!", r.language) for r in rows[:5]]  # repeats, spelt otherwise
+    train, test = split_by_prompt(rows, 0.3, 0, "en")
+    assert train and test and len(train) + len(test) == len(rows)
+    words = {tuple(r.text.lower().strip(".!").split()) for r in test}
+    assert not {tuple(r.text.lower().strip(".!").split()) for r in train} & words
+    assert split_by_prompt(rows, 0.3, 0, "en") == (train, test)
+    assert split_by_prompt(rows, 0.3, 1, "en") != (train, test)
+
+
+def test_each_arm_trains_what_it_says(small):
+    cfg = config(small)
+    stock = load_model(cfg.model)
+    branch = noise_branch_parameters(DIMS)
+    seen = {}
+    for name in ARMS[1:]:
+        model, groups = build_arm(name, cfg, stock)
+        assert model.encoder is stock.encoder
+        trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+        assert trainable == {n for g in groups for p in g["params"] for n, q in model.named_parameters() if p is q}
+        assert {g["lr"] for g in groups if any(".noise_" in n or "lora_" in n for n, q in model.named_parameters()
+                                               for p in g["params"] if p is q)} <= {cfg.new_learning_rate}
+        seen[name] = trainable
+        if name == "lora":
+            per_rank = 2 * DIMS.n_text_state * 8 * DIMS.n_text_layer  # 8 projections of D x D per layer
+            assert lora_rank_matching(model, branch) == round(branch / per_rank)
+            assert abs(sum(p.numel() for n, p in model.named_parameters() if p.requires_grad) - branch) <= per_rank / 2
+    assert all(n.startswith("decoder.") and ".noise_" not in n for n in seen["finetune"])
+    assert seen["dual"] == seen["finetune"] | seen["flamingo"]
+    assert seen["flamingo"] and all(".noise_" in n for n in seen["flamingo"])
+    assert sum(p.numel() for n, p in build_arm("flamingo", cfg, stock)[0].named_parameters() if p.requires_grad) == branch
+    assert seen["lora"] and all("lora_" in n and n.startswith("decoder.") for n in seen["lora"])
+
+
+def test_without_training_every_arm_transcribes_like_stock(small, tmp_path):
+    """0 steps: the zero-initialised noise branch and LoRA change nothing, at every SNR, and the
+    whole pipeline (table, JSON, pictures) runs."""
+    results = run_experiment(config(small, steps=0), tmp_path, "untrained", progress=lambda _: None)
+    stock = results["arms"]["stock"]["hypotheses"]
+    assert results["conditions"] == ["clean", "10 dB", "0 dB"]
+    assert len(stock["clean"]) == results["test_clips"] > 0
+    for name in ARMS[1:]:
+        assert results["arms"][name]["hypotheses"] == stock, name
+    for picture in results["pictures"].values():
+        assert Path(picture).stat().st_size > 0
+    assert set(results["pictures"]) == {"wer_vs_snr", "gate_vs_snr", "attention_dual", "attention_flamingo"}
+    gates = results["arms"]["dual"]["gate"]
+    assert set(gates) == set(results["conditions"]) and all(len(g) == DIMS.n_text_layer for g in gates.values())
+    assert all(0 < v < 1 for g in gates.values() for v in g)
+    assert all(v == 0 for s in results["arms"]["dual"]["noise_share"].values() for v in s)  # a_noise is exactly 0
+    json.dumps(results)
+    assert markdown_table(results).count("\n") == 1 + len(ARMS)
+
+
+def test_training_moves_the_trained_arms_the_same_way_every_time(small, tmp_path):
+    a = run_experiment(config(small), tmp_path / "a", "a", progress=lambda _: None)
+    b = run_experiment(config(small), tmp_path / "b", "b", progress=lambda _: None)
+    for name in ARMS:
+        assert a["arms"][name]["losses"] == b["arms"][name]["losses"]
+        assert a["arms"][name]["hypotheses"] == b["arms"][name]["hypotheses"]
+    assert all(len(a["arms"][n]["losses"]) == 3 for n in ARMS[1:])
+    assert a["arms"]["dual"]["losses"][0] == a["arms"]["finetune"]["losses"][0]  # same first batch, same start
+    assert any(v > 0 for s in a["arms"]["flamingo"]["noise_share"].values() for v in s)  # the branch now speaks
+
+
+@pytest.mark.shared
+def test_stock_evaluation_is_transcribe_pys(tiny_en_dir, shared_data):
+    """The experiment's noisy test clips and greedy decoding give exactly the transcripts of the
+    transcribe.py path (noisy_eval.transcribe_noisy) with greedy decoding and no silence gate."""
+    cfg = ExperimentConfig(manifest=shared_data / "asterisk-en/manifest.jsonl", train_noise=shared_data / "noise/train",
+                           test_noise=shared_data / "noise/test", model=str(tiny_en_dir), eval_clips=6,
+                           eval_snrs=(5.0, -5.0), picture_snr=5.0, eval_batch_size=3)
+    stock = load_model(cfg.model).eval()
+    tokenizer = tokenizer_for(stock)
+    _, test_rows = split_by_prompt(read_manifest(cfg.manifest), cfg.test_fraction, cfg.seed, cfg.language)
+    clips, _ = load_clips(test_rows, cfg.eval_clips, cfg.seed, 480000)
+    ours, _ = evaluate_arms({"stock": stock}, clips, cfg, tokenizer, progress=lambda _: None)
+    rows = [c.utterance for c in clips]
+    opts = TranscribeOptions(decoding=DecodingOptions(language="en", without_timestamps=True,
+                                                      sample_len=cfg.sample_len),
+                             batch_size=3, temperatures=(0.0,), no_speech_threshold=None, progress=False)
+    runs = transcribe_noisy(stock, [r.audio for r in rows], opts, tokenizer, NoiseMixer(cfg.test_noise), cfg.eval_snrs)
+    for run in runs:
+        theirs = [u["hypothesis"] for u in score_run(run, rows, "en").utterances]
+        assert ours["stock"].hypotheses[f"{run.snr_db:g} dB"] == theirs

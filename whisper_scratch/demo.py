@@ -1,0 +1,190 @@
+"""A web page to try a model: upload or record audio, pick the language and the task, read the
+transcript with its segment timestamps and download it as subtitles (.srt).
+
+  python -m whisper_scratch.demo --model_path runs/demo/best      (then open http://127.0.0.1:7860)
+
+Gradio draws the page (the optional extra `[demo]`); `Demo.transcribe` is the whole behaviour
+behind the button and needs no Gradio. It runs on a CPU, and nothing leaves the machine:
+Gradio's analytics and update check are off, and there is no share link.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from tokenizer import LANGUAGES, TokenizerBase, tokenizer_beside
+from tokenizer.base import normalize_language
+
+from .checkpoint import load_model
+from .decoding import DecodingOptions, tokenizer_for
+from .model import Whisper
+from .transcriber import TranscribeOptions, transcribe_files
+from .writers import format_timestamp, write_results
+
+AUTO = "auto"  # the language choice that lets a multilingual model detect the language
+TASKS = ("transcribe", "translate")
+SEGMENT_HEADERS = ["start", "end", "text"]
+
+
+class DemoError(ValueError):
+    """Something the person can fix (no audio, an unreadable file, a task the model lacks): one line."""
+
+
+@dataclass
+class DemoOutput:
+    text: str
+    language: str | None  # the language decoded in, detected or chosen
+    segments: list[list[str]]  # [start, end, text] per segment, times as [HH:]MM:SS.mmm
+    srt: Path
+
+
+@dataclass
+class Demo:
+    """A loaded model and what the page offers for it. `tokenizer` is the vocabulary saved beside
+    a model trained from scratch, None for Whisper's own."""
+
+    model: Whisper
+    tokenizer: TokenizerBase | None = None
+    name: str = "model"
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="whisper-demo-")))
+
+    @property
+    def vocabulary(self) -> TokenizerBase:
+        return self.tokenizer or tokenizer_for(self.model)
+
+    def language_choices(self) -> list[tuple[str, str]]:
+        """(label, value) pairs: detection first, then the model's languages by name."""
+        if not self.vocabulary.is_multilingual:
+            return [("English", "en")]
+        named = sorted((LANGUAGES.get(code, code).title(), code) for code in self.vocabulary.all_language_codes)
+        return [("Detect the language", AUTO), *named]
+
+    def tasks(self) -> list[str]:
+        return list(TASKS) if self.vocabulary.is_multilingual else ["transcribe"]
+
+    def transcribe(self, audio: str | Path | None, language: str = AUTO, task: str = "transcribe") -> DemoOutput:
+        """Transcribe (or translate) one recording with timestamps and write its .srt, in a folder
+        of its own under `workdir`."""
+        if not audio:
+            raise DemoError("no audio yet: upload a file or record from the microphone")
+        if task not in self.tasks():
+            raise DemoError(f"{self.name} is an English-only model: it cannot {task}; load a multilingual one"
+                            if task in TASKS else f"unknown task {task!r}; use one of {', '.join(TASKS)}")
+        code = None
+        if self.vocabulary.is_multilingual and language != AUTO:
+            try:
+                code = normalize_language(language, self.vocabulary.all_language_codes)
+            except ValueError:
+                raise DemoError(f"{self.name} does not know the language {language!r}") from None
+        opts = TranscribeOptions(decoding=DecodingOptions(task=task, language=code, best_of=5, seed=0),
+                                 batch_size=1, progress=False)
+        results, failed = transcribe_files(self.model, [Path(audio)], opts, self.tokenizer)
+        if failed:
+            raise DemoError(failed[0][1])
+        result = results[0]
+        srt = Path(tempfile.mkdtemp(dir=self.workdir)) / f"{Path(audio).stem}.srt"
+        write_results([result], srt)
+        segments = [[format_timestamp(s["start"]), format_timestamp(s["end"]), s["text"]] for s in result["segments"]]
+        return DemoOutput(result["text"], result["language"] or code, segments, srt)
+
+
+def _gradio():
+    """Gradio, with its analytics and version check off before it is imported (they phone home)."""
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    try:
+        import gradio
+    except ImportError:
+        raise DemoError("the web demo needs Gradio: pip install 'whisper-scratch[demo]'") from None
+    return gradio
+
+
+def build_page(demo: Demo):
+    """The Gradio Blocks page for `demo`; `.launch()` serves it."""
+    gr = _gradio()
+
+    def run(audio: str | None, language: str, task: str):
+        try:
+            out = demo.transcribe(audio, language, task)
+        except DemoError as e:
+            raise gr.Error(str(e), print_exception=False) from None
+        name = LANGUAGES.get(out.language or "", out.language or "")
+        return out.text, name.title(), out.segments, str(out.srt)
+
+    choices = demo.language_choices()
+    with gr.Blocks(title="Whisper-From-Scratch demo", analytics_enabled=False) as page:
+        gr.Markdown(f"## Whisper-From-Scratch\nModel: `{demo.name}`. Upload or record audio, choose the "
+                    "language and the task, then press Transcribe.")
+        with gr.Row():
+            with gr.Column():
+                audio = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Audio", elem_id="audio")
+                language = gr.Dropdown(choices=choices, value=choices[0][1], label="Language", elem_id="language",
+                                       interactive=len(choices) > 1)
+                task = gr.Radio(choices=demo.tasks(), value="transcribe", label="Task", elem_id="task")
+                button = gr.Button("Transcribe", variant="primary", elem_id="transcribe")
+            with gr.Column():
+                text = gr.Textbox(label="Transcript", lines=4, elem_id="transcript")
+                detected = gr.Textbox(label="Language of the transcript", elem_id="detected")
+                segments = gr.Dataframe(headers=SEGMENT_HEADERS, label="Segments", elem_id="segments",
+                                        interactive=False, wrap=True, column_widths=["18%", "18%", "64%"])
+                srt = gr.File(label="Subtitles (.srt)", elem_id="srt")
+        button.click(run, [audio, language, task], [text, detected, segments, srt])
+    return page
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m whisper_scratch.demo", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model_path", "--model-path", "--model", required=True,
+                   help="any checkpoint transcribe.py loads: a size name, an OpenAI .pt, a Hugging Face or "
+                        "CTranslate2 folder, or one of ours (runs/demo/best)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default=None, help="default fp16 on GPU, fp32 on CPU")
+    p.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0: every interface)")
+    p.add_argument("--port", type=int, default=None, help="port to serve on (default: the first free from 7860)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    return p.parse_args(argv)
+
+
+def load_demo(model_path: str, device: str = "cpu", dtype: str | None = None) -> Demo:
+    """The model and the vocabulary beside it; DemoError (one line) when they cannot be loaded."""
+    dtypes = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+    chosen = dtypes[dtype] if dtype else torch.float16 if str(device).startswith("cuda") else torch.float32
+    try:
+        model = load_model(model_path, device=device, dtype=chosen)
+        tokenizer = tokenizer_beside(model_path)
+    except Exception as e:  # missing, corrupt or foreign files, offline download: say which and why
+        raise DemoError(f"cannot load model {model_path}: {' '.join(str(e).split()) or type(e).__name__}") from None
+    return Demo(model, tokenizer, name=str(model_path))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve the page until Ctrl-C; 2 with one line on stderr when the model or Gradio is missing."""
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        _gradio()  # before the model loads: a missing extra costs no waiting
+        page = build_page(load_demo(args.model_path, args.device, args.dtype))
+    except DemoError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
+        # Serves until Ctrl-C (Gradio stops itself then); a Ctrl-C while it is still starting lands here.
+        page.queue().launch(server_name=args.host, server_port=args.port, share=False, inbrowser=False,
+                            ssr_mode=False)
+    except KeyboardInterrupt:
+        page.close()
+    except OSError as e:  # the port is taken
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
