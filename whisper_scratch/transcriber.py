@@ -309,8 +309,8 @@ def _prompt_tokens(prompt: str | list[int] | None, tokenizer: WhisperTokenizer) 
 
 def _clips(clip_timestamps: tuple[float, ...], content_frames: int) -> list[tuple[int, int]]:
     """(first, end) frames of the parts to transcribe: start,end,start,end,... seconds, the last
-    end defaulting to the end of the recording."""
-    points = [round(t * FRAMES_PER_SECOND) for t in clip_timestamps] or [0]
+    end defaulting to the end of the recording; parts past its end are cut there."""
+    points = [min(round(t * FRAMES_PER_SECOND), content_frames) for t in clip_timestamps] or [0]
     if len(points) % 2:
         points.append(content_frames)
     return list(zip(points[::2], points[1::2]))
@@ -362,7 +362,7 @@ def transcribe_long(model: Whisper, audio: np.ndarray, opts: TranscribeOptions,
             for clip_start, clip_end in _clips(opts.clip_timestamps, content_frames):
                 seek = clip_start
                 while seek < clip_end:
-                    bar.update(round(min(seek, content_frames) / FRAMES_PER_SECOND - bar.n, 2))
+                    bar.update(max(0.0, round(min(seek, content_frames) / FRAMES_PER_SECOND - bar.n, 2)))
                     window = _Window(seek, min(size, content_frames - seek, clip_end - seek), size)
                     if is_silent(audio[seek * HOP_LENGTH:(seek + window.n_frames) * HOP_LENGTH]):
                         seek += window.n_frames  # digital silence: nothing to hear, and Whisper would invent
