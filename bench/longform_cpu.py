@@ -2,8 +2,8 @@
 prompts with 0.8 s of silence after each, transcribed whole by
 
   ours-sequential         transcribe_long (window by window, as openai-whisper's transcribe())
-  ours-batched            whisper_scratch.batched.transcribe_batched (Silero VAD, chunks decoded in
-                          batches of 8; skipped when the silero-vad package is not installed)
+  ours-batched            whisper_scratch.batched (`--batched`: Silero VAD, chunks of up to 30 s
+                          decoded in batches of 8; skipped when the VAD cannot be loaded)
   faster-whisper          WhisperModel.transcribe, sequential, CTranslate2 fp32
   faster-whisper-batched  BatchedInferencePipeline (Silero VAD, chunks decoded in batches of 8)
   openai-whisper          whisper.transcribe, PyTorch fp32, on our export of the same weights
@@ -82,18 +82,19 @@ def ours_sequential(model_dir: Path) -> Transcribe:
 
 
 def ours_batched(model_dir: Path) -> Transcribe | str:
-    """The VAD-batched long-form, `transcribe_batched(model, audio, opts) -> dict` with "text".
-    Returns a reason (str) when the silero-vad package (the VAD weights) is missing."""
-    from whisper_scratch.batched import transcribe_batched
-    from whisper_scratch.vad import VadUnavailable, load_silero_vad
-
+    """`--batched`: whisper_scratch.batched (Silero VAD, chunks decoded in batches of 8, no
+    previous text as prompt). Returns a reason (str) when it cannot run here."""
+    try:
+        from whisper_scratch.batched import transcribe_batched
+        from whisper_scratch.vad import VadUnavailable, load_silero_vad
+    except ImportError as e:
+        return f"no batched long-form in this checkout ({e})"
     try:
         detector = load_silero_vad()
     except VadUnavailable as e:
         return str(e)
     model = load_model(model_dir).eval()
-    opts = TranscribeOptions(decoding=DecodingOptions(language="en", best_of=BEST_OF), progress=False,
-                             batch_size=8)
+    opts = TranscribeOptions(decoding=DecodingOptions(language="en", best_of=BEST_OF), batch_size=8, progress=False)
     return lambda audio: transcribe_batched(model, audio, opts, detector=detector)["text"]
 
 
