@@ -300,7 +300,7 @@ class Trainer:
                                   without_timestamps=True, sample_len=self.model.dims.n_text_ctx // 2)
         with autocast(self.device, self.dtype):
             metrics = self.noisy_eval(self.model, self.tokenizer, options, self.cfg.eval_batch_size,
-                                      self.cfg.data.language)
+                                      self.cfg.data.language, self.cfg.scoring)
         self.model.train(was_training)
         self._say("  under noise: " + "  ".join(f"{k[len('eval_wer_'):]} WER {v * 100:.2f}%"
                                                 for k, v in metrics.items() if k.startswith("eval_wer_")))
