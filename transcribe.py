@@ -367,8 +367,6 @@ def _check_args(args: argparse.Namespace) -> None:
         if not given:
             raise CliError("evaluate needs --manifest (or --reference_file): a .jsonl/.csv/.tsv listing "
                            "audio and text; or --dataset, a Hugging Face dataset")
-    elif args.reference_file:
-        raise CliError(f"--reference_file is for --mode evaluate, not {args.mode}")
     if args.snr is not None and not args.noise_dir:
         raise CliError("--snr needs --noise_dir, the folder of noise recordings to mix in")
     if args.noise_dir and args.mode != "evaluate":

@@ -65,13 +65,17 @@ fi
 
 failed=()
 ran=()
-# run NAME CMD...: the command's stdout goes to the screen and $work/NAME.md, its stderr to $work/NAME.log.
+# run NAME REPORT CMD...: the command's stdout goes to the screen and $work/NAME.out, its stderr to
+# $work/NAME.log; $work/NAME.md gets its report: stdout from the first line matching the regex REPORT
+# on (the scripts print their tables last, after the training loop's progress lines), else all of it.
 run() {
-  local name=$1; shift
+  local name=$1 report=$2; shift 2
   echo "== $name: $*" >&2
   ran+=("$name")
-  "$@" 2>"$work/$name.log" | tee "$work/$name.md"
+  "$@" 2>"$work/$name.log" | tee "$work/$name.out"
   local rc=${PIPESTATUS[0]}
+  awk -v p="$report" 'found || $0 ~ p {found = 1; print}' "$work/$name.out" > "$work/$name.md"
+  [ -s "$work/$name.md" ] || cp "$work/$name.out" "$work/$name.md"
   if [ "$rc" != 0 ]; then
     failed+=("$name")
     tail -n 20 "$work/$name.log" >&2
@@ -83,20 +87,20 @@ wanted() { [[ ",$only," == *",$1,"* ]]; }
 if wanted train_step; then
   for size in $sizes; do
     # shellcheck disable=SC2086  # the flag lists are meant to split
-    run "train_step_$size" "$py" bench/train_step.py --model "$size" --random-init --device $device $step_flags
+    run "train_step_$size" "random weights" "$py" bench/train_step.py --model "$size" --random-init --device $device $step_flags
   done
 fi
 if wanted memory; then
   # shellcheck disable=SC2086
-  run memory "$py" bench/preset_memory.py --preset configs/6gb_lowmem.args $memory_flags
+  run memory "" "$py" bench/preset_memory.py --preset configs/6gb_lowmem.args $memory_flags
 fi
 if wanted finetune; then
   # shellcheck disable=SC2086
-  run finetune "$py" bench/finetune_cs.py $finetune_flags --data "$data/fillets-cv/cs" --output-dir "$work/finetune_cs"
+  run finetune "^base on " "$py" bench/finetune_cs.py $finetune_flags --data "$data/fillets-cv/cs" --output-dir "$work/finetune_cs"
 fi
 if wanted transcribe; then
   # shellcheck disable=SC2086
-  run transcribe "$py" bench/transcribe_cpu.py $transcribe_flags --manifest "$data/asterisk-en/manifest.jsonl" \
+  run transcribe "^Machine:" "$py" bench/transcribe_cpu.py $transcribe_flags --manifest "$data/asterisk-en/manifest.jsonl" \
     --json "$work/transcribe.json"
 fi
 

@@ -9,6 +9,7 @@ the same size (whisper_scratch/noise_experiment.py; the method and the results: 
 Any preset value can be overridden (--model, --steps, ...); --manifest, --train-noise and
 --test-noise point it at your own data. Prints a markdown table; writes the numbers as JSON
 (--results) and the pictures (WER against SNR, gates against SNR, attention maps) into --out-dir.
+`--rescore` scores a finished run's stored transcripts again (--scoring), without a model.
 """
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 from transcribe_cpu import cpu_name  # noqa: E402
-from whisper_scratch.noise_experiment import ARMS, ExperimentConfig, markdown_table, run_experiment  # noqa: E402
+from whisper_scratch.metrics import SCORINGS  # noqa: E402
+from whisper_scratch.noise_experiment import ARMS, ExperimentConfig, markdown_table, run_experiment, score  # noqa: E402
 from whisper_scratch.noisy_eval import parse_snrs  # noqa: E402
 from whisper_scratch.packaged import packaged_model  # noqa: E402
 
@@ -78,19 +80,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sample-len", type=int)
     p.add_argument("--picture-snr", type=float)
     p.add_argument("--seed", type=int)
+    p.add_argument("--scoring", choices=SCORINGS, help="WER/CER scoring (default standard)")
     p.add_argument("--device")
     p.add_argument("--arms", type=lambda s: tuple(s.split(",")), help=f"comma-separated, from {','.join(ARMS)}")
     p.add_argument("--out-dir", type=Path, help="pictures (preset: docs/noise[/quick|/gpu])")
     p.add_argument("--results", type=Path, help="JSON (preset: bench/results/noise_robustness[_quick|_gpu].json)")
     p.add_argument("--label", help="title of the pictures")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--rescore", action="store_true",
+                   help="no training: score the transcripts stored in --results again with --scoring, rewrite it "
+                        "and the WER chart")
     return p.parse_args(argv)
+
+
+def rescore(args: argparse.Namespace, out_dir: Path, path: Path) -> int:
+    results = score(json.loads(path.read_text()), args.scoring or "standard", out_dir)
+    path.write_text(json.dumps(results, indent=1) + "\n")
+    print(f"{results['label']}, {results['scoring']} scoring; WER % (CER %) per test condition:\n")
+    print(markdown_table(results))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     name = "quick" if args.quick else "gpu" if args.gpu else "cpu"
     cfg, out_dir, results_path = PRESETS[name]
+    if args.rescore:
+        return rescore(args, args.out_dir or out_dir, args.results or results_path)
     overrides = {f.name: getattr(args, f.name) for f in fields(ExperimentConfig)
                  if getattr(args, f.name, None) is not None}
     cfg = replace(cfg, **overrides)
@@ -105,13 +121,13 @@ def main(argv: list[str] | None = None) -> int:
     results["machine"] = {"cpu": cpu_name(), "threads": args.threads, "device": cfg.device,
                           "gpu": torch.cuda.get_device_name() if cfg.device.startswith("cuda") else None,
                           "torch": torch.__version__, "load_before": load_before, "load_after": os.getloadavg()[0],
-                          "wall_seconds": time.time() - started}
+                          "wall_seconds": time.time() - started, "cpu_seconds": time.process_time()}
     path = args.results or results_path
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=1) + "\n")
     print(f"\n{label}: {results['train_clips']} training clips, {results['test_clips']} test clips, "
           f"{results['machine']['wall_seconds'] / 60:.1f} min in all on {results['machine']['cpu']}, "
-          f"{args.threads} threads\nWER % (CER %) per test condition:\n")
+          f"{args.threads} threads\nWER % (CER %) per test condition, {cfg.scoring} scoring:\n")
     print(markdown_table(results))
     print(f"\nwrote {path} and the pictures in {args.out_dir or out_dir}")
     return 0

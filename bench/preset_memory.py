@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+from contextlib import redirect_stdout
 from pathlib import Path
 
 import torch
@@ -52,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
                  "--no-eval-before", "--eval-every", str(10 ** 9), "--save-every", str(10 ** 9),
                  "--max-eval-utterances", str(args.eval_utterances), "--precision", args.precision,
                  "--device", args.device]
-        summary = Trainer(train.config_from_args(train.parse_args(flags))).run()
+        with redirect_stdout(sys.stderr):  # the loop's progress lines; stdout is for the verdict
+            summary = Trainer(train.config_from_args(train.parse_args(flags))).run()
     what = f"{args.preset.name} with {args.size} (random weights), {args.steps} steps, {args.precision}"
     if "peak_gpu_memory_gib" not in summary:
         print(f"{what} on {args.device}: ran; peak GPU memory is measured on a GPU only")

@@ -638,13 +638,13 @@ def test_base_translate_german_to_english(capsys, tmp_path, base_dir, shared_dat
 GERMAN_FROM = 31.0  # seconds into multilingual.mp3 where the German starts (after a 2 s pause)
 
 
-# The issue asks for WER <= 4 % here. Measured with base on the default path (decoding in the
-# listed language, best_of 5 seeded fallback, compound-aware scoring): 4.41 % WER, 2.08 % CER;
-# --silence_padding --timestamps gets 4.07 % (docs/benchmarks.md). The remaining errors are the
-# model's own (ordinals heard as "50s", "caller" as "color"). Sampling is seeded, so a run repeats
-# exactly on one machine; the bounds leave room for other CPUs' floating-point rounding.
-ASTERISK_REGRESSION_WER = 0.048
-ASTERISK_REGRESSION_CER = 0.025
+# Measured with base on the default path (decoding in the listed language, best_of 5 seeded
+# fallback) and standard scoring (openai-whisper's normaliser, plain jiwer): 6.89 % WER (228 errors
+# in 3,310 words), 2.62 % CER; the same transcripts score 4.41 % / 2.08 % with --scoring lenient
+# (docs/benchmarks.md). Sampling is seeded, so a run repeats exactly on one machine; the bounds
+# leave about 16 words of room for other CPUs' floating-point rounding.
+ASTERISK_REGRESSION_WER = 0.074
+ASTERISK_REGRESSION_CER = 0.029
 
 
 @pytest.fixture(scope="module")

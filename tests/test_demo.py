@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from whisper_scratch import cli
 from whisper_scratch.checkpoint import save_model
 from whisper_scratch.demo import AUTO, Demo, DemoError, build_page, load_demo, main
 from whisper_scratch.model import ModelDimensions, Whisper
@@ -70,8 +71,9 @@ def test_unknown_language_and_unreadable_audio(tmp_path):
         multi.transcribe(tmp_path / "broken.wav", "cs")
 
 
-def test_main_without_a_model_is_one_line(capsys, tmp_path):
-    assert main(["--model_path", str(tmp_path / "missing")]) == 2
+@pytest.mark.parametrize("run", [main, lambda argv: cli.main(["demo", *argv])], ids=["module", "whisper-scratch"])
+def test_main_without_a_model_is_one_line(capsys, tmp_path, run):
+    assert run(["--model_path", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: cannot load model {tmp_path / 'missing'}") and len(err.strip().splitlines()) == 1
 

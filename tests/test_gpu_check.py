@@ -21,7 +21,7 @@ def test_gpu_check_cpu_smoke_runs_every_part(tmp_path, shared_data):
     assert before.count(BEGIN) == 1 and before.count(END) == 1
     done = subprocess.run(["bash", str(REPO / "bench/gpu_check.sh"), "--cpu-smoke", "--data", str(shared_data),
                            "--work", str(tmp_path / "work"), "--docs", str(docs)],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=900,
+                          cwd=tmp_path, capture_output=True, text=True, timeout=1800,
                           env={**os.environ, "PYTHON": sys.executable})
     assert done.returncode == 0, done.stderr[-4000:]
     after = docs.read_text()

@@ -22,7 +22,7 @@ from whisper_scratch.manifest import read_manifest  # noqa: E402
 from whisper_scratch.model import ModelDimensions, Whisper  # noqa: E402
 from whisper_scratch.noise_experiment import (ARMS, ExperimentConfig, build_arm, evaluate_arms, load_clips,  # noqa: E402
                                               lora_rank_matching, markdown_table, noise_branch_parameters,
-                                              run_experiment, split_by_prompt)
+                                              run_experiment, score, split_by_prompt)
 from whisper_scratch.noisy_eval import NoiseMixer, score_run, transcribe_noisy  # noqa: E402
 from whisper_scratch.transcriber import TranscribeOptions  # noqa: E402
 
@@ -103,8 +103,13 @@ def test_without_training_every_arm_transcribes_like_stock(small, tmp_path):
     assert set(gates) == set(results["conditions"]) and all(len(g) == DIMS.n_text_layer for g in gates.values())
     assert all(0 < v < 1 for g in gates.values() for v in g)
     assert all(v == 0 for s in results["arms"]["dual"]["noise_share"].values() for v in s)  # a_noise is exactly 0
-    json.dumps(results)
     assert markdown_table(results).count("\n") == 1 + len(ARMS)
+    stored = json.loads(json.dumps(results))  # what --rescore reads back
+    assert score(stored, "standard", tmp_path)["arms"] == results["arms"] and stored["scoring"] == "standard"
+    lenient = score(stored, "lenient", tmp_path / "again")
+    assert lenient["scoring"] == "lenient" and (tmp_path / "again" / "wer_vs_snr.png").stat().st_size > 0
+    with pytest.raises(ValueError, match="scoring"):
+        config(small, scoring="kind")
 
 
 def test_training_moves_the_trained_arms_the_same_way_every_time(small, tmp_path):

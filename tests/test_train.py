@@ -104,7 +104,9 @@ def test_scoring_flag_reaches_the_config():
 
 
 def run_cli(args: list[str], **kw) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # The same thread count as this process (an earlier test may have set it): the sums of a matmul
+    # depend on how it is split over threads, and resume tests compare runs bit for bit.
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(torch.get_num_threads())}
     return subprocess.Popen([sys.executable, str(REPO / "train.py"), *args], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
 

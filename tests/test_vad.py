@@ -288,6 +288,27 @@ def test_batched_long_recording_matches_its_clips_and_places_every_segment(share
 
 
 @pytest.mark.shared
+def test_batched_word_times_map_back_like_the_clip_path(shared_data, tiny_en_dir, detector):
+    """jfk.flac is one chunk whose pauses are partly cut out: its words, mapped back, start where
+    the plain clip path (the whole recording in one window) puts them."""
+    from whisper_scratch.batched import transcribe_batched
+    from whisper_scratch.checkpoint import load_model
+    from whisper_scratch.transcriber import TranscribeOptions, transcribe_files
+
+    model = load_model(tiny_en_dir)
+    opts = TranscribeOptions(progress=False, word_timestamps=True)
+    path = shared_data / "samples/jfk.flac"
+    clip = transcribe_files(model, [path], opts)[0][0]
+    batched = transcribe_batched(model, load_audio(path), opts, detector=detector)
+    expected = [w for s in clip["segments"] for w in s["words"]]
+    got = [w for s in batched["segments"] for w in s["words"]]
+    assert [w["word"].strip(".") for w in got] == [w["word"].strip(".") for w in expected]
+    assert max(abs(a["start"] - b["start"]) for a, b in zip(got, expected)) <= 0.1
+    times = [t for w in got for t in (w["start"], w["end"])]
+    assert times == sorted(times) and times[-1] <= batched["duration"]
+
+
+@pytest.mark.shared
 def test_cli_batched_writes_subtitles_and_empty_text_for_silence(shared_data, tiny_en_dir, tmp_path, capsys):
     import soundfile as sf
 

@@ -3,7 +3,7 @@ finds the speech, the speech intervals are laid end to end into chunks of at mos
 and the chunks are decoded together in batches, each on its own (no previous text as prompt).
 
 A `Chunk` keeps which pieces of the recording it holds, so any (start, end) times the decoder
-gives within a chunk (segments now, words later) map back to the recording with
+gives within a chunk (segments, words) map back to the recording with
 `Chunk.to_recording`.
 
     from whisper_scratch.batched import transcribe_batched
@@ -19,6 +19,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
+from torch import Tensor
 from tqdm import tqdm
 
 from tokenizer import WhisperTokenizer
@@ -26,6 +27,7 @@ from tokenizer import WhisperTokenizer
 from .audio import HOP_LENGTH, SAMPLE_RATE, AudioError, load_audio, log_mel_window
 from .decoding import TIME_PRECISION, DecodingOptions, DecodingResult, tokenizer_for
 from .model import Whisper
+from .timing import add_word_timestamps
 from .transcriber import (TranscribeOptions, decode_with_fallback, embed_audio, is_no_speech, segments_from_tokens,
                           window_frames_of)
 from .vad import SileroVAD, VadOptions, detect_speech, load_silero_vad
@@ -118,12 +120,13 @@ def plan_chunks(detector: SileroVAD, audio: np.ndarray, max_samples: int,
 @dataclass
 class _Recording:
     """A recording while it is decoded: its chunks and, for each chunk, its decoded parts in
-    order (the chunk itself, then any rest of it decoded again, see `_rest`) with their results."""
+    order (the chunk itself, then any rest of it decoded again, see `_rest`), each with its
+    language and its segments in seconds of that part (see `_part_segments`)."""
 
     n_samples: int
     chunks: list[Chunk]
     audio: np.ndarray | None = None  # kept until every part is decoded
-    parts: list[list[tuple[Chunk, DecodingResult]]] = field(default_factory=list)
+    parts: list[list[tuple[Chunk, str, list[dict]]]] = field(default_factory=list)
     pending: int = 0  # chunks not yet decoded to their end
 
 
@@ -147,6 +150,19 @@ def _tokenizer(model: Whisper, r: DecodingResult, opts: TranscribeOptions,
     return tokenizer or tokenizer_for(model, DecodingOptions(language=r.language, task=opts.decoding.task))
 
 
+def _part_segments(model: Whisper, r: DecodingResult, chunk: Chunk, tk: WhisperTokenizer, features: Tensor,
+                   opts: TranscribeOptions) -> list[dict]:
+    """Segments {"start", "end", "text", "tokens"[, "words"]} of one decoded part, in seconds of
+    the part; words (from features (1, F, D)) when opts.word_timestamps."""
+    segments = segments_from_tokens(r.tokens, tk)
+    for s in segments:
+        s["end"] = s["end"] if s["end"] is not None else chunk.n_samples / SAMPLE_RATE
+    if opts.word_timestamps and not opts.decoding.without_timestamps and segments:
+        add_word_timestamps(segments, model, tk, features, chunk.n_samples // HOP_LENGTH, 0.0, 0.0,
+                            opts.prepend_punctuations, opts.append_punctuations)
+    return segments
+
+
 def _decode_recordings(model: Whisper, recordings: Iterable[_Recording], opts: TranscribeOptions,
                        tokenizer: WhisperTokenizer | None) -> None:
     """Decode the chunks of every recording into `_Recording.parts`, batch_size at a time across
@@ -162,11 +178,13 @@ def _decode_recordings(model: Whisper, recordings: Iterable[_Recording], opts: T
         batch = queue[:opts.batch_size]
         del queue[:opts.batch_size]
         features = embed_audio(model, torch.stack([mel for *_, mel in batch]))
-        for (rec, i, chunk, _), r in zip(batch, decode_with_fallback(model, features, opts, tokenizer)):
+        results = decode_with_fallback(model, features, opts, tokenizer)
+        for j, ((rec, i, chunk, _), r) in enumerate(zip(batch, results)):
             if is_no_speech(r, opts):
                 r = replace(r, tokens=[], text="")
-            rec.parts[i].append((chunk, r))
-            rest = _rest(r, chunk, _tokenizer(model, r, opts, tokenizer)) if r.tokens else None
+            tk = _tokenizer(model, r, opts, tokenizer)
+            rest = _rest(r, chunk, tk) if r.tokens else None
+            rec.parts[i].append((chunk, r.language, _part_segments(model, r, chunk, tk, features[j:j + 1], opts)))
             if rest is not None:
                 enqueue(rec, i, rest)
                 continue
@@ -189,16 +207,19 @@ def _decode_recordings(model: Whisper, recordings: Iterable[_Recording], opts: T
 def _result(rec: _Recording, model: Whisper, opts: TranscribeOptions, tokenizer: WhisperTokenizer | None) -> dict:
     """The sequential path's result dict: {"text", "language", "segments", "duration"}."""
     segments = []
-    decoded = [part for parts in rec.parts for part in parts if part[1].tokens]
-    # Without timestamps a segment is a whole chunk: nothing to move onto a seam.
-    tolerance = 0.0 if opts.decoding.without_timestamps else SEAM_TOLERANCE
-    for chunk, r in decoded:
-        pieces = segments_from_tokens(r.tokens, _tokenizer(model, r, opts, tokenizer))
-        duration = chunk.n_samples / SAMPLE_RATE
-        times = chunk.to_recording([(s["start"], s["end"] if s["end"] is not None else duration) for s in pieces],
-                                   tolerance)
-        segments += [{"start": start, "end": end, "text": s["text"]} for (start, end), s in zip(times, pieces)]
-    languages = Counter(r.language for _, r in decoded)
+    decoded = [part for parts in rec.parts for part in parts if part[2]]
+    # Without timestamps a segment is a whole chunk, and word times are aligned to the audio:
+    # neither needs moving onto a seam.
+    seams = not opts.decoding.without_timestamps and not opts.word_timestamps
+    for chunk, _, pieces in decoded:
+        times = chunk.to_recording([(s["start"], s["end"]) for s in pieces], SEAM_TOLERANCE if seams else 0.0)
+        for (start, end), s in zip(times, pieces):
+            segments.append({"start": start, "end": end, "text": s["text"]})
+            if "words" in s:
+                spans = chunk.to_recording([(w["start"], w["end"]) for w in s["words"]], 0.0)
+                segments[-1]["words"] = [dict(w, start=a, end=b, probability=round(w["probability"], 4))
+                                         for w, (a, b) in zip(s["words"], spans)]
+    languages = Counter(language for _, language, _ in decoded)
     language = languages.most_common(1)[0][0] if languages else opts.decoding.language
     return {"text": " ".join(s["text"] for s in segments).strip(), "language": language, "segments": segments,
             "duration": round(rec.n_samples / SAMPLE_RATE, 3)}
@@ -211,8 +232,9 @@ def transcribe_batched(model: Whisper, audio: np.ndarray, opts: TranscribeOption
     into chunks of at most one window (30 s), decoded opts.batch_size at a time, each with
     temperature fallback and without the previous chunk's text.
 
-    Returns {"text", "language", "segments": [{"start", "end", "text"}], "duration"} as
-    `transcriber.transcribe_long`, segment times in seconds of the recording. Without timestamps
+    Returns {"text", "language", "segments": [{"start", "end", "text"[, "words"]}], "duration"} as
+    `transcriber.transcribe_long`, times in seconds of the recording (words with
+    opts.word_timestamps: [{"word", "start", "end", "probability"}]). Without timestamps
     each chunk is one segment from its first piece's start to its last piece's end. `language`
     (when not given) is detected per chunk; the one found most often is reported. `detector`
     defaults to `vad.load_silero_vad()`, which needs the silero-vad package."""

@@ -13,7 +13,7 @@ import argparse
 import os
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -52,7 +52,7 @@ class Demo:
     model: Whisper
     tokenizer: TokenizerBase | None = None
     name: str = "model"
-    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="whisper-demo-")))
+    workdir: Path | None = None  # where each request's .srt goes, in a folder of its own; default: the temp dir
 
     @property
     def vocabulary(self) -> TokenizerBase:
@@ -69,8 +69,7 @@ class Demo:
         return list(TASKS) if self.vocabulary.is_multilingual else ["transcribe"]
 
     def transcribe(self, audio: str | Path | None, language: str = AUTO, task: str = "transcribe") -> DemoOutput:
-        """Transcribe (or translate) one recording with timestamps and write its .srt, in a folder
-        of its own under `workdir`."""
+        """Transcribe (or translate) one recording with timestamps and write its .srt."""
         if not audio:
             raise DemoError("no audio yet: upload a file or record from the microphone")
         if task not in self.tasks():
@@ -88,7 +87,7 @@ class Demo:
         if failed:
             raise DemoError(failed[0][1])
         result = results[0]
-        srt = Path(tempfile.mkdtemp(dir=self.workdir)) / f"{Path(audio).stem}.srt"
+        srt = Path(tempfile.mkdtemp(prefix="whisper-demo-", dir=self.workdir)) / f"{Path(audio).stem}.srt"
         write_results([result], srt)
         segments = [[format_timestamp(s["start"]), format_timestamp(s["end"]), s["text"]] for s in result["segments"]]
         return DemoOutput(result["text"], result["language"] or code, segments, srt)
@@ -113,8 +112,8 @@ def build_page(demo: Demo):
             out = demo.transcribe(audio, language, task)
         except DemoError as e:
             raise gr.Error(str(e), print_exception=False) from None
-        name = LANGUAGES.get(out.language or "", out.language or "")
-        return out.text, name.title(), out.segments, str(out.srt)
+        language_name = (LANGUAGES.get(out.language) or out.language or "").title()
+        return out.text, language_name, out.segments, str(out.srt)
 
     choices = demo.language_choices()
     with gr.Blocks(title="Whisper-From-Scratch demo", analytics_enabled=False) as page:
@@ -145,7 +144,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "CTranslate2 folder, or one of ours (runs/demo/best)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default=None, help="default fp16 on GPU, fp32 on CPU")
-    p.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0: every interface)")
+    p.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0: every interface; browsers "
+                                                       "allow the microphone only on localhost or over HTTPS)")
     p.add_argument("--port", type=int, default=None, help="port to serve on (default: the first free from 7860)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     return p.parse_args(argv)

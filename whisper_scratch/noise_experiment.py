@@ -41,7 +41,7 @@ from .decoding import DecodingOptions, decode_features, tokenizer_for
 from .dual_inspect import gate_statistics, read_cross_attention
 from .lora import PROJECTIONS, add_lora, merge_lora
 from .manifest import Utterance, read_manifest
-from .metrics import error_rates
+from .metrics import SCORINGS, error_rates
 from .model import ModelDimensions, MultiHeadAttention, ResidualAttentionBlock, Whisper
 from .noise_plots import plot_dual_attention, plot_gate_vs_snr, plot_wer_vs_snr
 from .noisy_eval import NoiseMixer, clip_keys, condition_name, stable_hash
@@ -73,6 +73,7 @@ class ExperimentConfig:
     max_grad_norm: float = 1.0
     eval_batch_size: int = 16
     sample_len: int = 96  # decoded tokens at most: a looping hypothesis stops there
+    scoring: str = "standard"  # WER/CER scoring, see metrics.error_rates
     picture_snr: float = 0.0
     seed: int = 0
     device: str = "cpu"
@@ -84,6 +85,8 @@ class ExperimentConfig:
             raise ValueError(f"arms must include stock and be among {', '.join(ARMS)}; got {', '.join(self.arms)}")
         if self.picture_snr not in self.eval_snrs:
             raise ValueError(f"picture_snr {self.picture_snr:g} must be one of eval_snrs {self.eval_snrs}")
+        if self.scoring not in SCORINGS:
+            raise ValueError(f"scoring must be one of {', '.join(SCORINGS)}, got {self.scoring!r}")
 
 
 @dataclass
@@ -372,15 +375,18 @@ def run_experiment(cfg: ExperimentConfig, out_dir: Path, label: str,
 
     evaluation, encode_seconds = evaluate_arms(models, test_clips, cfg, tokenizer, progress)
     conditions = [condition_name(s) for s in (None, *cfg.eval_snrs)]
-    references = [c.utterance.text for c in test_clips]
     for name, e in evaluation.items():
-        arms[name]["rates"] = {c: error_rates(references, e.hypotheses[c], cfg.language) for c in conditions}
         arms[name]["decode_seconds"] = e.decode_seconds
         arms[name]["gate"], arms[name]["noise_share"] = e.gate, e.noise_share
         arms[name]["hypotheses"] = e.hypotheses
+    results = {"label": label, "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
+               "train_clips": len(train_clips), "test_clips": len(test_clips),
+               "train_encode_seconds": data.seconds, "eval_encode_seconds": encode_seconds,
+               "conditions": conditions, "references": [c.utterance.text for c in test_clips],
+               "test_audio": [c.key for c in test_clips], "arms": arms, "pictures": {}}
+    score(results, cfg.scoring, out_dir)
 
-    pictures = {"wer_vs_snr": plot_wer_vs_snr(conditions, {n: a["rates"] for n, a in arms.items()},
-                                              out_dir / "wer_vs_snr.png", f"{label}: WER and CER against SNR")}
+    pictures = results["pictures"]
     duals = [n for n in models if models[n].dual_attention]
     if duals:
         pictures["gate_vs_snr"] = plot_gate_vs_snr(conditions, {n: arms[n]["gate"] for n in duals},
@@ -392,12 +398,25 @@ def run_experiment(cfg: ExperimentConfig, out_dir: Path, label: str,
             pictures[f"attention_{name}"] = picture_clip(
                 models[name], clip, cfg, tokenizer, out_dir / f"attention_{name}.png",
                 f"{label}, arm {name}: {clip.key} at {cfg.picture_snr:g} dB")
-    return {"label": label, "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
-            "train_clips": len(train_clips), "test_clips": len(test_clips),
-            "train_encode_seconds": data.seconds, "eval_encode_seconds": encode_seconds,
-            "total_seconds": time.time() - started, "conditions": conditions, "references": references,
-            "test_audio": [c.key for c in test_clips], "arms": arms,
-            "pictures": {k: str(v) for k, v in pictures.items()}}
+    results["pictures"] = {k: str(v) for k, v in pictures.items()}
+    results["total_seconds"] = time.time() - started
+    return results
+
+
+def score(results: dict, scoring: str, out_dir: Path) -> dict:
+    """(Re)compute every arm's WER/CER per condition from the stored transcripts with `scoring`,
+    and draw the WER/CER chart into out_dir; `results` is changed in place and returned. Scoring
+    a finished run another way needs no model."""
+    conditions, references = results["conditions"], results["references"]
+    language = results["config"]["language"]
+    for arm in results["arms"].values():
+        arm["rates"] = {c: error_rates(references, arm["hypotheses"][c], language, scoring) for c in conditions}
+    results["scoring"] = scoring
+    out_dir.mkdir(parents=True, exist_ok=True)
+    chart = plot_wer_vs_snr(conditions, {n: a["rates"] for n, a in results["arms"].items()}, out_dir / "wer_vs_snr.png",
+                            f"{results['label']}: WER and CER against SNR ({scoring} scoring)")
+    results["pictures"]["wer_vs_snr"] = str(chart)
+    return results
 
 
 def markdown_table(results: dict) -> str:

@@ -196,16 +196,16 @@ class NoisyEvaluation:
         self.mixer = NoiseMixer(noise_dir, seed)
 
     def __call__(self, model: Whisper, tokenizer: TokenizerBase, decoding: DecodingOptions, batch_size: int,
-                 language: str | None) -> dict[str, float]:
+                 language: str | None, scoring: str = "standard") -> dict[str, float]:
         """Metrics for `model`, decoded with `decoding` (greedy; no fallback, no silence gate) and
-        scored with the normaliser of `language`."""
+        scored for `language` the `scoring` way (see metrics.error_rates)."""
         opts = TranscribeOptions(decoding=replace(decoding, temperature=0.0), batch_size=batch_size,
                                  temperatures=(0.0,), compression_ratio_threshold=None, logprob_threshold=None,
                                  no_speech_threshold=None, progress=False)
         runs = transcribe_noisy(model, [u.audio for u in self.utterances], opts, tokenizer, self.mixer, self.snrs)
         metrics = {}
         for run in runs:
-            score = score_run(run, self.utterances, language)
+            score = score_run(run, self.utterances, language, scoring)
             metrics[f"eval_wer_{metric_suffix(run.snr_db)}"] = score.wer
             metrics[f"eval_cer_{metric_suffix(run.snr_db)}"] = score.cer
         return metrics

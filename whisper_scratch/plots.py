@@ -41,13 +41,18 @@ def plot_training(history: list[dict], path: str | Path) -> Path:
 
 def plot_wer_against_minutes(minutes: list[float], wer: list[float], summary: dict, path: str | Path) -> Path:
     """Dev WER (%) against wall-clock minutes of a fine-tuning run, with the test WER before and
-    after as horizontal marks; `summary` holds "before"/"after" {"wer"} and "machine"."""
+    after (and an optional "goal" WER) as horizontal marks; `summary` holds "before"/"after"
+    {"wer"} and "machine"."""
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(minutes, [100 * w for w in wer], "o-", label="dev WER (greedy, during training)")
     for key, style in (("before", ":"), ("after", "--")):
         ax.axhline(100 * summary[key]["wer"], linestyle=style, color="gray")
-        ax.annotate(f"test WER {key}: {100 * summary[key]['wer']:.1f} %", (0, 100 * summary[key]["wer"]),
-                    textcoords="offset points", xytext=(4, 4), fontsize=8)
+        ax.text(0.01, 100 * summary[key]["wer"] + 1, f"test WER {key}: {100 * summary[key]['wer']:.1f} %",
+                transform=ax.get_yaxis_transform(), fontsize=8)
+    if summary.get("goal"):
+        ax.axhline(100 * summary["goal"], linestyle="-.", color="tab:red")
+        ax.text(0.01, 100 * summary["goal"] + 1, f"goal {100 * summary['goal']:.0f} %", color="tab:red",
+                transform=ax.get_yaxis_transform(), fontsize=8)
     ax.set_xlabel("minutes since the run started (encoder caching included)")
     ax.set_ylabel("WER %")
     ax.set_ylim(bottom=0)

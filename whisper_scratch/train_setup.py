@@ -24,7 +24,7 @@ from tokenizer.base import CONFIG_FILE
 
 from .augment import Augment
 from .checkpoint import load_model
-from .data import Batch, ResumableBatchSampler, SpeechDataset, collate, load_utterances
+from .data import IGNORE_INDEX, Batch, ResumableBatchSampler, SpeechDataset, collate, load_utterances
 from .decoding import DecodingOptions, tokenizer_for
 from .encoder_cache import CachedSpeechDataset, build_encoder_cache
 from .lora import add_lora
@@ -201,7 +201,8 @@ class TrainData:
         """One all-padding example with no label: what a rank whose micro-batch was all unreadable
         clips runs, at zero weight, so that DDP's gradient all-reduce stays in step."""
         mel = torch.zeros(1, *self.mel_shape)
-        return Batch(mel=mel, tokens=torch.tensor([[self.sot]]), labels=torch.tensor([[-100]]), paths=[], skipped=[])
+        return Batch(mel=mel, tokens=torch.tensor([[self.sot]]), labels=torch.tensor([[IGNORE_INDEX]]), paths=[],
+                     skipped=[])
 
 
 def build_data(cfg: TrainConfig, train_utts: list[Utterance], eval_utts: list[Utterance], model: Whisper,

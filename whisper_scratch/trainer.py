@@ -26,8 +26,8 @@ from .augment import AugmentConfig
 from .data import IGNORE_INDEX, UNREADABLE, Batch, DataConfig, DataError
 from .decoding import DecodingOptions, decode, decode_features
 from .metrics import error_rates
-from .model import Whisper
 from .manifest import Utterance
+from .model import Whisper
 from .noisy_eval import NoisyEvaluation
 from .plots import plot_training
 from .train_setup import PRECISIONS, TrainData, autocast, build, step_groups
@@ -86,8 +86,6 @@ class TrainConfig:
     log_every: int = 10
     eval_before: bool = True
     max_eval_utterances: int | None = None
-    eval_noise_dir: Path | None = None  # also evaluate with this noise mixed in, at each eval_snr (dB)
-    eval_snr: tuple[float, ...] = (10.0, 0.0)
     num_workers: int = 2
     seed: int = 1234
     device: str = "auto"
@@ -302,7 +300,7 @@ class Trainer:
                                   without_timestamps=True, sample_len=self.model.dims.n_text_ctx // 2)
         with autocast(self.device, self.dtype):
             metrics = self.noisy_eval(self.model, self.tokenizer, options, self.cfg.eval_batch_size,
-                                      self.cfg.data.language)
+                                      self.cfg.data.language, self.cfg.scoring)
         self.model.train(was_training)
         self._say("  under noise: " + "  ".join(f"{k[len('eval_wer_'):]} WER {v * 100:.2f}%"
                                                 for k, v in metrics.items() if k.startswith("eval_wer_")))

@@ -1,5 +1,6 @@
 """Voice activity detection: Silero VAD v6 (16 kHz) in plain PyTorch, and the rules that turn its
-per-window speech probabilities into speech intervals (those of faster-whisper's batched mode).
+per-window speech probabilities into speech intervals (Silero's, as faster-whisper applies them;
+the default options are those of its batched mode).
 
 The weights come from the `silero-vad` package on PyPI (`pip install whisper-scratch[vad]`), which
 ships them as safetensors; it is only read from, never imported (its audio helpers want
