@@ -298,14 +298,18 @@ N_CLIPS, PAUSE = 64, 0.8  # 5.4 minutes
 
 
 @pytest.fixture(scope="module")
-def long_recording(shared_data) -> tuple[np.ndarray, list[str]]:
-    """The first 64 asterisk-en prompts, 0.8 s of silence after each: (audio, their transcripts)."""
+def asterisk_rows(shared_data) -> list[dict]:
     rows = [json.loads(line) for line in (shared_data / "asterisk-en/manifest.jsonl").read_text().splitlines()]
-    rows = rows[:N_CLIPS]
+    return [dict(r, audio=shared_data / "asterisk-en" / r["audio"]) for r in rows]
+
+
+@pytest.fixture(scope="module")
+def long_recording(asterisk_rows) -> tuple[np.ndarray, list[str]]:
+    """The first 64 asterisk-en prompts, 0.8 s of silence after each: (audio, their transcripts)."""
     gap = np.zeros(int(PAUSE * SAMPLE_RATE), np.float32)
-    audio = np.concatenate([part for r in rows for part in (load_audio(shared_data / "asterisk-en" / r["audio"]), gap)])
+    audio = np.concatenate([part for r in asterisk_rows[:N_CLIPS] for part in (load_audio(r["audio"]), gap)])
     assert len(audio) / SAMPLE_RATE >= 300
-    return audio, [r["text"] for r in rows]
+    return audio, [r["text"] for r in asterisk_rows[:N_CLIPS]]
 
 
 def openai_model(ours: Whisper, tmp_path: Path):
@@ -389,11 +393,10 @@ def test_long_recording_without_conditioning_with_prompt_and_words(tiny_en, tiny
 
 
 @pytest.mark.shared
-def test_long_recording_wer_is_that_of_its_clips(tiny_en, long_recording, long_default, shared_data):
+def test_long_recording_wer_is_that_of_its_clips(tiny_en, long_recording, long_default, asterisk_rows):
     """Transcribed as one recording, the prompts lose at most a point of WER against transcribing
     each clip alone."""
-    rows = [json.loads(line) for line in (shared_data / "asterisk-en/manifest.jsonl").read_text().splitlines()]
-    paths = [shared_data / "asterisk-en" / r["audio"] for r in rows[:N_CLIPS]]
+    paths = [r["audio"] for r in asterisk_rows[:N_CLIPS]]
     clips, failed = transcribe_files(tiny_en, paths, TranscribeOptions(decoding=DecodingOptions(
         language="en", without_timestamps=True), progress=False))
     assert not failed
@@ -449,3 +452,33 @@ def test_silence_room_tone_and_noise_give_no_words(tiny_en, shared_data):
         texts = [s["text"] for s in result["segments"]]
         assert all(a != b for a, b in zip(texts, texts[1:])), (name, texts)
         assert result["text"] == "", (name, texts)
+
+
+@pytest.mark.shared
+def test_cli_long_recording_in_evaluate_and_subtitles(tiny_en_dir, asterisk_rows, tmp_path, capsys):
+    """The issue's crash: 28 prompts (3 minutes, far over 220 tokens of earlier text) in an
+    evaluate manifest beside two short clips, and as srt with word timestamps cut into lines."""
+    gap = np.zeros(int(PAUSE * SAMPLE_RATE), np.float32)
+    prompts = asterisk_rows[:28]
+    audio = np.concatenate([x for r in prompts for x in (load_audio(r["audio"]), gap)])
+    sf.write(tmp_path / "long.flac", audio, SAMPLE_RATE)
+    rows = [{"audio": "long.flac", "text": " ".join(r["text"] for r in prompts)}]
+    rows += [{"audio": str(r["audio"]), "text": r["text"]} for r in asterisk_rows[28:30]]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    code = transcribe.main(["--model_path", str(tiny_en_dir), "--mode", "evaluate", "--manifest",
+                            str(tmp_path / "m.jsonl"), "--output_file", str(tmp_path / "eval.json")])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    report = json.loads((tmp_path / "eval.json").read_text())
+    assert report["wer"] < 0.05 and len(report["utterances"][0]["hypothesis"].split()) > 150, report
+
+    code = transcribe.main(["--model_path", str(tiny_en_dir), "--audio_path", str(tmp_path / "long.flac"),
+                            "--word_timestamps", "--max_line_width", "42", "--max_line_count", "2",
+                            "--output_file", str(tmp_path / "long.srt")])
+    assert code == 0, capsys.readouterr().err
+    cues = (tmp_path / "long.srt").read_text().strip().split("\n\n")
+    lines = [cue.splitlines()[2:] for cue in cues]
+    assert len(cues) > 20 and all(1 <= len(c) <= 2 for c in lines)
+    assert max(len(line) for c in lines for line in c) <= 42
+    h, m, sec = cues[-1].splitlines()[1].split(" --> ")[1].replace(",", ".").split(":")
+    assert len(audio) / SAMPLE_RATE - 3 < 3600 * int(h) + 60 * int(m) + float(sec)  # the last words are there
