@@ -117,15 +117,22 @@ def test_page_builds_without_phoning_home():
 # ================================================================ real weights, real speech, real browser
 
 @pytest.fixture(scope="module")
-def tiny_en_demo(tiny_en_dir) -> Demo:
+def one_thread():
+    """The demo's server thread and the browser share the 2 cores; later tests get all threads back."""
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny_en_demo(tiny_en_dir, one_thread) -> Demo:
     return replace(load_demo(str(tiny_en_dir)), name="tiny.en")  # its packaged path is long to show
 
 
 @pytest.fixture(scope="module")
-def base_demo(base_dir) -> Demo:
+def base_demo(base_dir, one_thread) -> Demo:
     """Multilingual, so the page offers language detection and translation."""
-    torch.set_num_threads(1)
     return replace(load_demo(str(base_dir)), name="base")
 
 
