@@ -2,7 +2,7 @@
 
 Default tests need no weights: argument errors, missing manifests/folders/models/audio, all caught
 before a model is loaded. `shared` tests run the real tiny.en (fast) and base (language detection,
-translation and the 563-clip asterisk-en evaluation) through `transcribe.main`."""
+translation and every 4th clip of asterisk-en evaluated) through `transcribe.main`."""
 import contextlib
 import io
 import json
@@ -638,20 +638,25 @@ def test_base_translate_german_to_english(capsys, tmp_path, base_dir, shared_dat
 GERMAN_FROM = 31.0  # seconds into multilingual.mp3 where the German starts (after a 2 s pause)
 
 
-# Measured with base on the default path (decoding in the listed language, best_of 5 seeded
-# fallback) and standard scoring (openai-whisper's normaliser, plain jiwer): 6.89 % WER (228 errors
-# in 3,310 words), 2.62 % CER; the same transcripts score 4.41 % / 2.08 % with --scoring lenient
-# (docs/benchmarks.md). Sampling is seeded, so a run repeats exactly on one machine; the bounds
-# leave about 16 words of room for other CPUs' floating-point rounding.
-ASTERISK_REGRESSION_WER = 0.074
-ASTERISK_REGRESSION_CER = 0.029
+# Every 4th of the 563 asterisk-en clips (141 clips, 783 words): all 563 took 7 minutes of CI's
+# 30. Measured with base on the default path (decoding in the listed language, best_of 5 seeded
+# fallback) and standard scoring (openai-whisper's normaliser, plain jiwer): 7.15 % WER (56 errors),
+# 2.75 % CER; all 563 clips give 6.77 % / 2.60 % (docs/benchmarks.md). Sampling is seeded, so a
+# run repeats exactly on one machine; the bounds leave about 5 words of room for other CPUs'
+# floating-point rounding.
+ASTERISK_EVERY = 4
+ASTERISK_REGRESSION_WER = 0.078
+ASTERISK_REGRESSION_CER = 0.031
 
 
 @pytest.fixture(scope="module")
 def asterisk_eval(base_dir, shared_data, tmp_path_factory) -> dict:
-    """Evaluate base on all 563 asterisk-en clips once through transcribe.main (slow on CPU)."""
-    manifest = shared_data / "asterisk-en" / "manifest.jsonl"
-    target = tmp_path_factory.mktemp("asterisk-eval") / "eval.json"
+    """Evaluate base on every 4th asterisk-en clip once through transcribe.main (slow on CPU)."""
+    listing = shared_data / "asterisk-en" / "manifest.jsonl"
+    rows = [json.loads(line) for line in listing.read_text().splitlines() if line.strip()][::ASTERISK_EVERY]
+    folder = tmp_path_factory.mktemp("asterisk-eval")
+    manifest, target = folder / "manifest.jsonl", folder / "eval.json"
+    manifest.write_text("".join(json.dumps({**r, "audio": str(listing.parent / r["audio"])}) + "\n" for r in rows))
     out, err = io.StringIO(), io.StringIO()
     start = time.perf_counter()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -659,24 +664,23 @@ def asterisk_eval(base_dir, shared_data, tmp_path_factory) -> dict:
                                 "--output_file", str(target), "--batch_size", "16"])
     seconds = time.perf_counter() - start
     report = json.loads(target.read_text()) if target.is_file() else None
-    n_rows = sum(1 for line in manifest.read_text().splitlines() if line.strip())
-    summary = (f"asterisk-en, base: WER {report['wer']:.4f} CER {report['cer']:.4f} in {seconds:.0f} s"
-               if report else f"no report after {seconds:.0f} s")
+    summary = (f"asterisk-en every {ASTERISK_EVERY}th clip, base: WER {report['wer']:.4f} CER {report['cer']:.4f} "
+               f"in {seconds:.0f} s" if report else f"no report after {seconds:.0f} s")
     print(summary)
     return {"code": code, "stdout": out.getvalue(), "stderr": err.getvalue(), "report": report,
-            "n_rows": n_rows, "seconds": seconds, "summary": summary}
+            "n_rows": len(rows), "seconds": seconds, "summary": summary}
 
 
 @pytest.mark.shared
 def test_base_evaluate_asterisk_en_report(asterisk_eval, record_property):
-    """All 563 clips: exit 0, the JSON report, and WER/CER no worse than the reference implementation."""
+    """141 clips: exit 0, the JSON report, and WER/CER no worse than measured."""
     record_property("evaluate_seconds", round(asterisk_eval["seconds"]))
     report, summary = asterisk_eval["report"], asterisk_eval["summary"]
     assert asterisk_eval["code"] == 0, asterisk_eval["stderr"][-2000:]
     assert report is not None and set(report) == {"wer", "cer", "utterances"}
-    assert len(report["utterances"]) == asterisk_eval["n_rows"] == 563
+    assert len(report["utterances"]) == asterisk_eval["n_rows"] == 141
     assert all(set(u) == {"audio", "reference", "hypothesis"} for u in report["utterances"])
-    assert sum(1 for u in report["utterances"] if u["hypothesis"]) >= 550
+    assert sum(1 for u in report["utterances"] if u["hypothesis"]) >= 135
     assert f"WER {report['wer'] * 100:.2f}%" in asterisk_eval["stdout"]
     assert "decoding in 'en', the language the listing gives" in asterisk_eval["stderr"]
     assert report["wer"] <= ASTERISK_REGRESSION_WER, summary
@@ -686,7 +690,7 @@ def test_base_evaluate_asterisk_en_report(asterisk_eval, record_property):
 @pytest.mark.shared
 def test_base_asterisk_en_scored_as_the_field_scores(asterisk_eval):
     """Standard scoring is openai-whisper's normaliser then plain jiwer: our normaliser gives its
-    output on every one of base's 563 hypotheses (and references), and the WER/CER are jiwer's."""
+    output on every one of base's 141 hypotheses (and references), and the WER/CER are jiwer's."""
     import jiwer
     from whisper.normalizers import EnglishTextNormalizer as TheirEnglish
 
