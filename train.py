@@ -88,6 +88,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     o.add_argument("--cache-variants", type=int, default=1,
                    help="augmented versions of each clip to encode (epoch e uses version e %% N)")
     o.add_argument("--cache-storage", choices=["fp32", "fp16"], default="fp32")
+    o.add_argument("--trim-padding", action="store_true",
+                   help="encode only each batch's clip frames plus 2 s; the rest of the 30 s window from a window "
+                        "of padding (several times less encoder work on short clips; a trainable encoder on a CPU)")
     r = p.add_argument_group("run")
     r.add_argument("--output-dir", type=Path, default=Path("runs/whisper"))
     r.add_argument("--eval-every", type=int, default=200)

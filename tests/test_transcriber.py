@@ -5,7 +5,7 @@ import torch
 from whisper_scratch.decoding import DecodingResult
 
 from whisper_scratch.model import ModelDimensions, Whisper
-from whisper_scratch.transcriber import (TRIM_MARGIN, TRIM_STEP, TranscribeOptions, _best_attempt, _trimmed_frames,
+from whisper_scratch.transcriber import (TRIM_MARGIN, TRIM_STEP, TranscribeOptions, _best_attempt, trimmed_frames,
                                          embed_audio, padding_features)
 
 DIMS = ModelDimensions(n_mels=8, n_audio_ctx=1000, n_audio_state=16, n_audio_head=2, n_audio_layer=1,
@@ -15,10 +15,10 @@ DIMS = ModelDimensions(n_mels=8, n_audio_ctx=1000, n_audio_state=16, n_audio_hea
 def test_trimmed_frames_keep_a_margin_and_round_up_to_the_step():
     window = 2 * DIMS.n_audio_ctx
     assert TRIM_MARGIN % TRIM_STEP == 0
-    assert _trimmed_frames(0, window) == TRIM_MARGIN
-    assert _trimmed_frames(160 * TRIM_STEP, window) == TRIM_STEP + TRIM_MARGIN
-    assert _trimmed_frames(160 * TRIM_STEP + 160, window) == 2 * TRIM_STEP + TRIM_MARGIN
-    assert _trimmed_frames(160 * window, window) == window  # capped at the window
+    assert trimmed_frames(0, window) == TRIM_MARGIN
+    assert trimmed_frames(TRIM_STEP, window) == TRIM_STEP + TRIM_MARGIN
+    assert trimmed_frames(TRIM_STEP + 1, window) == 2 * TRIM_STEP + TRIM_MARGIN
+    assert trimmed_frames(window, window) == window  # capped at the window
 
 
 def test_trimmed_features_are_the_clip_then_the_padding_window():

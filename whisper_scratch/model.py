@@ -319,21 +319,31 @@ class Whisper(nn.Module):
             heads[layer, head] = True
         self.register_buffer("alignment_heads", heads, persistent=False)
 
-    def embed_audio(self, mel: Tensor) -> Tensor:
-        """mel (B, n_mels, 3000) -> audio features (B, 1500, D)."""
-        return self.encoder(mel)
+    def embed_audio(self, mel: Tensor, padding: Tensor | None = None) -> Tensor:
+        """mel (B, n_mels, 3000) -> audio features (B, 1500, D).
+
+        A shorter mel (B, n_mels, n) is encoded alone and completed with the later positions of
+        `padding` (1 or B, 1500, D), the features of a window of padding only: the encoder then
+        does a fraction of the work on a short clip (`trim_padding` in transcribing and training)."""
+        features = self.encoder(mel)
+        if padding is not None and features.shape[1] < padding.shape[1]:
+            rest = padding[:, features.shape[1]:].to(features.dtype).expand(features.shape[0], -1, -1)
+            features = torch.cat([features, rest], dim=1)
+        return features
 
     def logits(self, tokens: Tensor, audio_features: Tensor, cache: KVCache | None = None) -> Tensor:
         """tokens (B, T), audio features (B, 1500, D) -> (B, T, n_vocab) float32."""
         return self.decoder(tokens, audio_features, cache)
 
-    def forward(self, mel: Tensor | None, tokens: Tensor, audio_features: Tensor | None = None) -> Tensor:
+    def forward(self, mel: Tensor | None, tokens: Tensor, audio_features: Tensor | None = None,
+                audio_padding: Tensor | None = None) -> Tensor:
         """Teacher-forced logits (B, T, n_vocab) for mel (B, n_mels, 3000) and tokens (B, T).
 
         `audio_features` (B, 1500, D), when given, stand in for the encoder's output on `mel`: a frozen
-        encoder's output can be computed once and reused (see encoder_cache)."""
+        encoder's output can be computed once and reused (see encoder_cache). A shorter mel is
+        completed with `audio_padding` as in `embed_audio`."""
         if audio_features is None:
-            audio_features = self.encoder(mel)
+            audio_features = self.embed_audio(mel, audio_padding)
         return self.decoder(tokens, audio_features)
 
     @property

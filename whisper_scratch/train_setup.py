@@ -230,6 +230,9 @@ def build_data(cfg: TrainConfig, train_utts: list[Utterance], eval_utts: list[Ut
 def cached_dataset(dataset: SpeechDataset, split: str, variants: int, cfg: TrainConfig, model: Whisper,
                    distributed: Distributed, device: torch.device, dtype: torch.dtype) -> CachedSpeechDataset:
     """`dataset` served from encoder outputs computed once (rank 0 builds, the others reuse)."""
+    if cfg.trim_padding:
+        raise ValueError("--trim-padding has nothing to trim with --cache-encoder: the encoder does not run in "
+                         "training; drop one of them")
     if not cfg.freeze_encoder or cfg.lora_rank:
         raise ValueError("--cache-encoder needs a frozen encoder: add --freeze-encoder (and no --lora-rank, "
                          "whose adapters change the encoder)")

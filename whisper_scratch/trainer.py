@@ -32,6 +32,7 @@ from .noisy_eval import NoisyEvaluation
 from .plots import plot_training
 from .train_setup import PRECISIONS, TrainData, autocast, build, step_groups
 from .train_state import SkipLog, save_checkpoint
+from .transcriber import trimmed_frames
 
 __all__ = ["PRECISIONS", "TrainConfig", "Trainer", "evaluate", "micro_batch_loss"]
 
@@ -77,6 +78,9 @@ class TrainConfig:
     cache_encoder: bool = False
     cache_variants: int = 1
     cache_storage: str = "fp32"  # fp16 halves the file; fp32 is exact
+    # Encode only each batch's clip frames plus a margin; the rest of the window's features come
+    # from a window of padding only, encoded without gradient (as transcribe.py --trim_padding).
+    trim_padding: bool = False
     eval_noise_dir: Path | None = None  # also evaluate with this noise mixed in, at each eval_snr (dB)
     eval_snr: tuple[float, ...] = (10.0, 0.0)
     scoring: str = "standard"  # WER/CER scoring of the evaluations, see metrics.error_rates; "lenient" is opt-in
@@ -92,12 +96,20 @@ class TrainConfig:
     resume: bool = False
 
 
-def micro_batch_loss(model: nn.Module, batch: Batch) -> Tensor:
+def micro_batch_loss(model: nn.Module, batch: Batch, padding: Tensor | None = None) -> Tensor:
     """Cross-entropy of one micro-batch (already on the model's device), summed over its label
     tokens; the caller divides by the label tokens of the whole optimizer step. The batch carries
-    log-mels, or with a cached encoder the encoder's outputs (`audio_features`)."""
+    log-mels, or with a cached encoder the encoder's outputs (`audio_features`). With `padding`
+    (1, n_audio_ctx, D), the features of a window of padding only, the encoder sees only the
+    batch's clip frames and a margin (`trimmed_frames`), and `padding` fills in the rest."""
     mel = batch.mel if batch.audio_features is None else None
-    logits = model(mel, batch.tokens, audio_features=batch.audio_features)  # (B, T, n_vocab)
+    if mel is not None and padding is not None:
+        # log_mel_window pads with zero frames (and SpecAugment masks with 0): the last frame
+        # holding any other value ends the longest clip of the batch.
+        held = (mel != 0).any(dim=1).any(dim=0).nonzero()
+        content = int(held[-1]) + 1 if len(held) else 0
+        mel = mel[..., :trimmed_frames(content, mel.shape[-1])]
+    logits = model(mel, batch.tokens, audio_features=batch.audio_features, audio_padding=padding)  # (B, T, n_vocab)
     return F.cross_entropy(logits.float().flatten(0, 1), batch.labels.flatten(), ignore_index=IGNORE_INDEX,
                            reduction="sum")
 
@@ -248,6 +260,7 @@ class Trainer:
         if token_total == 0:
             return None
         ce_sum = 0.0
+        padding = self._padding_features() if self.cfg.trim_padding else None
         for i, batch in enumerate(group):
             # A rank whose micro-batch was all unreadable clips still joins the all-reduce, at zero weight.
             batch = (batch if len(batch) else self.data.stand_in()).to(self.device, non_blocking=True)
@@ -255,7 +268,7 @@ class Trainer:
             # DDP all-reduces gradients once per optimizer step, on the last micro-batch.
             with nullcontext() if self.module is self.model or last else self.module.no_sync():
                 with autocast(self.device, self.dtype):
-                    ce = micro_batch_loss(self.module, batch)
+                    ce = micro_batch_loss(self.module, batch, padding)
                 state.scaler.scale(ce * self.dist.world / token_total).backward()
             ce_sum += ce.item()
         loss = self.dist.sum(ce_sum) / token_total
@@ -272,6 +285,14 @@ class Trainer:
         state.optimizer.zero_grad(set_to_none=True)
         state.scheduler.step()
         return {"loss": loss, "grad_norm": grad_norm, "lr": state.scheduler.get_last_lr()[0]}
+
+    @torch.no_grad()
+    def _padding_features(self) -> Tensor:
+        """The features (1, n_audio_ctx, D) of a window of zero frames under this step's weights.
+        Encoded without gradient: its frames carry no speech to learn from, and trimming is
+        there to spare the encoder the padding's work."""
+        with autocast(self.device, self.dtype):
+            return self.model.embed_audio(torch.zeros(1, *self.data.mel_shape, device=self.device))
 
     # ---- evaluation and checkpoints ------------------------------------------------------
     def _evaluate(self, tag: str) -> None:

@@ -106,11 +106,7 @@ def embed_audio(model: Whisper, mel: Tensor, padding: Tensor | None = None) -> T
     """Features (B, n_audio_ctx, D) of mel (B, n_mels, n): a full window (n = 3000), or the first
     n frames of one, completed with the frames of `padding` (1 or B, n_audio_ctx, D; from
     `padding_features`) after them."""
-    features = model.embed_audio(mel.to(model.device, model.dtype))
-    if features.shape[1] < model.dims.n_audio_ctx:
-        rest = padding[:, features.shape[1]:].expand(features.shape[0], -1, -1)
-        features = torch.cat([features, rest], dim=1)
-    return features
+    return model.embed_audio(mel.to(model.device, model.dtype), padding)
 
 
 @torch.no_grad()
@@ -428,10 +424,10 @@ def window_frames_of(model: Whisper) -> int:
     return 2 * model.dims.n_audio_ctx
 
 
-def _trimmed_frames(n_samples: int, size: int) -> int:
-    """Mel frames that `trim_padding` encodes for a clip of n_samples: its frames and TRIM_MARGIN
-    padding frames, rounded up to TRIM_STEP, at most the window's `size`."""
-    steps = math.ceil((n_samples // HOP_LENGTH + TRIM_MARGIN) / TRIM_STEP)
+def trimmed_frames(content_frames: int, size: int) -> int:
+    """Mel frames that `trim_padding` encodes for a clip of `content_frames` frames: those and
+    TRIM_MARGIN padding frames, rounded up to TRIM_STEP, at most the window's `size`."""
+    steps = math.ceil((content_frames + TRIM_MARGIN) / TRIM_STEP)
     return min(size, steps * TRIM_STEP)
 
 
@@ -534,7 +530,7 @@ def transcribe_files(model: Whisper, paths: list[Path], opts: TranscribeOptions,
                                      "segments": [], "duration": round(len(loaded[0]) / SAMPLE_RATE, 3)}
                 else:
                     audio, mel = loaded
-                    frames = _trimmed_frames(len(audio), size) if opts.trim_padding else size
+                    frames = trimmed_frames(len(audio) // HOP_LENGTH, size) if opts.trim_padding else size
                     batch = batches.setdefault(frames, [])
                     batch.append((path, audio, mel[:, :frames]))
                     if len(batch) == opts.batch_size:
