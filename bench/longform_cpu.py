@@ -4,6 +4,7 @@ prompts with 0.8 s of silence after each, transcribed whole by
   ours-sequential         transcribe_long (window by window, as openai-whisper's transcribe())
   ours-batched            whisper_scratch.batched (`--batched`: Silero VAD, chunks of up to 30 s
                           decoded in batches of 8; skipped when the VAD cannot be loaded)
+  ours-batched-bf16       the same in bfloat16 (`--batched --dtype bf16`, opt-in: it changes tokens)
   faster-whisper          WhisperModel.transcribe, sequential, CTranslate2 fp32
   faster-whisper-batched  BatchedInferencePipeline (Silero VAD, chunks decoded in batches of 8)
   openai-whisper          whisper.transcribe, PyTorch fp32, on our export of the same weights
@@ -51,7 +52,8 @@ from whisper_scratch.manifest import read_manifest  # noqa: E402
 from whisper_scratch.metrics import error_rates  # noqa: E402
 from whisper_scratch.transcriber import TranscribeOptions, transcribe_long  # noqa: E402
 
-SYSTEMS = ("ours-sequential", "ours-batched", "faster-whisper", "faster-whisper-batched", "openai-whisper")
+SYSTEMS = ("ours-sequential", "ours-batched", "ours-batched-bf16", "faster-whisper", "faster-whisper-batched",
+           "openai-whisper")
 PAUSE = 0.8  # seconds of silence after each prompt
 BEST_OF = 5
 Transcribe = Callable[[np.ndarray], str]  # audio -> text
@@ -82,7 +84,7 @@ def ours_sequential(model_dir: Path) -> Transcribe:
     return lambda audio: transcribe_long(model, audio, opts)["text"]
 
 
-def ours_batched(model_dir: Path) -> Transcribe | str:
+def ours_batched(model_dir: Path, dtype: torch.dtype = torch.float32) -> Transcribe | str:
     """`--batched`: whisper_scratch.batched (Silero VAD, chunks decoded in batches of 8, no
     previous text as prompt). Returns a reason (str) when it cannot run here."""
     try:
@@ -94,7 +96,7 @@ def ours_batched(model_dir: Path) -> Transcribe | str:
         detector = load_silero_vad()
     except VadUnavailable as e:
         return str(e)
-    model = load_model(model_dir).eval()
+    model = load_model(model_dir).eval().to(dtype)
     opts = TranscribeOptions(decoding=DecodingOptions(language="en", best_of=BEST_OF), batch_size=8, progress=False)
     return lambda audio: transcribe_batched(model, audio, opts, detector=detector)["text"]
 
@@ -138,6 +140,7 @@ def worker(name: str, audio_file: Path, threads: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         run = {"ours-sequential": lambda: ours_sequential(model_dir),
                "ours-batched": lambda: ours_batched(model_dir),
+               "ours-batched-bf16": lambda: ours_batched(model_dir, torch.bfloat16),
                "faster-whisper": lambda: faster_whisper(model_dir, threads, batched=False),
                "faster-whisper-batched": lambda: faster_whisper(model_dir, threads, batched=True),
                "openai-whisper": lambda: openai_whisper(model_dir, Path(tmp))}[name]()
