@@ -395,7 +395,7 @@ def test_mlp_backward_computes_only_the_gradients_asked_for():
     """A frozen fc2 (LoRA, --freeze-decoder) gets no weight or bias gradient computed, and the
     gradient that is computed is unchanged."""
     torch.manual_seed(0)
-    a, weight, bias, grad = torch.randn(2, 5, 16), torch.randn(8, 16), torch.randn(8), torch.randn(2, 5, 8)
+    a, weight, grad = torch.randn(2, 5, 16), torch.randn(8, 16), torch.randn(2, 5, 8)
     full = _GeluLinear.backward(SimpleNamespace(saved_tensors=(a, weight), needs_input_grad=(True, True, True)), grad)
     frozen = _GeluLinear.backward(SimpleNamespace(saved_tensors=(a, weight), needs_input_grad=(True, False, False)),
                                   grad)
