@@ -249,3 +249,12 @@ def test_trimmed_loss_is_close_to_the_full_window_loss_with_real_weights(asteris
         full, trimmed = micro_batch_loss(model, batch).item(), micro_batch_loss(model, batch, padding).item()
     print(f"tiny.en, 16 clips: summed loss {full:.2f} on full windows, {trimmed:.2f} trimmed")
     assert full < trimmed < 1.25 * full
+
+
+@pytest.mark.parametrize("args", sorted(Path(__file__).resolve().parents[1].glob("configs/*.args")), ids=lambda p: p.name)
+def test_every_shipped_config_parses(args):
+    """Each preset in configs/ is read by train.py's own parser into a TrainConfig."""
+    import train
+
+    cfg = train.config_from_args(train.parse_args([f"@{args}", "--init", "tiny.en", "--output-dir", "out"]))
+    assert cfg.init == "tiny.en" and cfg.train_batch_size > 0
