@@ -113,7 +113,8 @@ def faster_whisper(model_dir: Path, threads: int, batched: bool) -> Transcribe:
     return lambda audio: " ".join(s.text.strip() for s in fw.transcribe(audio, vad_filter=False, **options)[0])
 
 
-def openai_whisper(model_dir: Path, workdir: Path) -> Transcribe:
+def openai_reference(model_dir: Path, workdir: Path):
+    """openai-whisper's model holding our export of the weights in model_dir."""
     import whisper
 
     path = workdir / "tiny.en.pt"
@@ -121,7 +122,13 @@ def openai_whisper(model_dir: Path, workdir: Path) -> Transcribe:
     ckpt = torch.load(path, weights_only=True)
     reference = whisper.model.Whisper(whisper.model.ModelDimensions(**ckpt["dims"]))
     reference.load_state_dict(ckpt["model_state_dict"])
-    reference.eval()
+    return reference.eval()
+
+
+def openai_whisper(model_dir: Path, workdir: Path) -> Transcribe:
+    import whisper
+
+    reference = openai_reference(model_dir, workdir)
     return lambda audio: whisper.transcribe(reference, audio, language="en", fp16=False, best_of=BEST_OF,
                                             verbose=None)["text"].strip()
 
@@ -209,8 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Machine: {machine}, {os.cpu_count()} CPUs, {args.threads} threads, torch {torch.__version__}; "
           f"tiny.en, a {minutes:.1f}-minute recording\n")
     ran = {n: r for n, r in results.items() if "skipped" not in r}
-    base = ran.get("ours-sequential") or next(iter(ran.values()))
-    print("| system | wall (s) | CPU (s) | CPU / ours-sequential | WER % | memory growth (MiB) | load avg |")
+    base_name = "ours-sequential" if "ours-sequential" in ran else next(iter(ran))
+    base = ran[base_name]
+    print(f"| system | wall (s) | CPU (s) | CPU / {base_name} | WER % | memory growth (MiB) | load avg |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name, r in results.items():
         if "skipped" in r:

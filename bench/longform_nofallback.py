@@ -19,8 +19,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from longform_cpu import _tiny_en_dir, build_recording  # noqa: E402
-from whisper_scratch.checkpoint import export_openai, load_model  # noqa: E402
+from longform_cpu import _tiny_en_dir, build_recording, openai_reference  # noqa: E402
+from whisper_scratch.checkpoint import load_model  # noqa: E402
 from whisper_scratch.decoding import DecodingOptions  # noqa: E402
 from whisper_scratch.metrics import error_rates  # noqa: E402
 from whisper_scratch.transcriber import TranscribeOptions, transcribe_long  # noqa: E402
@@ -37,11 +37,7 @@ def main() -> int:
                                                            temperatures=(0.0,), progress=False))
     cpu_ours = time.process_time() - start
     with tempfile.TemporaryDirectory() as tmp:
-        export_openai(model, Path(tmp) / "tiny.en.pt")
-        ckpt = torch.load(Path(tmp) / "tiny.en.pt", weights_only=True)
-    reference_model = whisper.model.Whisper(whisper.model.ModelDimensions(**ckpt["dims"]))
-    reference_model.load_state_dict(ckpt["model_state_dict"])
-    reference_model.eval()
+        reference_model = openai_reference(_tiny_en_dir(), Path(tmp))
     start = time.process_time()
     theirs = whisper.transcribe(reference_model, audio, language="en", fp16=False, temperature=0.0, verbose=None)
     cpu_theirs = time.process_time() - start
