@@ -126,6 +126,19 @@ def test_corrupt_file(tmp_path, monkeypatch):
     assert "\n" not in str(err.value)
 
 
+def test_corrupt_mp3_is_not_called_missing(tmp_path, monkeypatch):
+    """libsndfile's mp3 reader calls a file of junk bytes "File does not exist": the message must
+    not send the user to check a path that is fine."""
+    monkeypatch.setattr(A.shutil, "which", lambda name: None)
+    path = tmp_path / "corrupt.mp3"
+    path.write_bytes(np.random.default_rng(0).integers(0, 256, 20_000, dtype=np.uint8).tobytes())
+    with pytest.raises(AudioError) as err:
+        load_audio(path)
+    message = str(err.value)
+    assert message.startswith(f"cannot decode {path}: no audio frame could be decoded (is it a valid audio file?")
+    assert "exist" not in message and "Error opening" not in message
+
+
 def test_c_decoder_messages_are_dropped_and_other_stderr_is_kept(capfd):
     """While a decode is captured, the C decoder's notes vanish; text from elsewhere (another
     thread's progress bar, a warning) still reaches stderr, in order."""

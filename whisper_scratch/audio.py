@@ -106,6 +106,17 @@ def _flush_stderr() -> None:
 C_STDERR = _CStderr()
 
 
+def _libsndfile_reason(err: sf.LibsndfileError) -> str:
+    """libsndfile's reason without its "Error opening <path>:" prefix (the message names the file
+    already). On a file that exists and is not empty, its mp3 reader's "File does not exist or is
+    not a regular file" means that no frame could be decoded; saying so avoids sending the user
+    to check a path that is fine."""
+    reason = _one_line(getattr(err, "error_string", err)).rstrip(".")
+    if "does not exist" in reason:
+        return "no audio frame could be decoded"
+    return reason
+
+
 def _decode_ffmpeg(path: Path, sr: int) -> np.ndarray:
     """Let ffmpeg decode, downmix and resample in one go; returns float32 (T,)."""
     cmd = ["ffmpeg", "-nostdin", "-i", str(path), "-f", "s16le", "-ac", "1", "-ar", str(sr), "-"]
@@ -133,7 +144,7 @@ def load_audio(path: str | Path, sr: int = SAMPLE_RATE) -> np.ndarray:
         if shutil.which("ffmpeg"):
             audio = _decode_ffmpeg(path, sr)
         elif path.suffix.lower() in SOUNDFILE_SUFFIXES:
-            raise AudioError(f"cannot decode {path}: {_one_line(err)} (is it a valid audio file? "
+            raise AudioError(f"cannot decode {path}: {_libsndfile_reason(err)} (is it a valid audio file? "
                              "install ffmpeg for other containers)") from None
         else:
             raise AudioError(f"cannot decode {path}: ffmpeg is needed for {path.suffix or 'this'} files "
