@@ -168,7 +168,7 @@ def main() -> None:
     steps = max((r["step"] for r in records), default=0)
     epochs = max((r.get("epoch", 0) for r in records), default=0) + 1
     results = {
-        "machine": machine(), "preset": str(args.preset.relative_to(REPO)), "extra_flags": extra,
+        "machine": machine(), "preset": str(args.preset.resolve().relative_to(REPO)), "extra_flags": extra,
         "steps": steps, "epochs": epochs, "train_minutes": round(train_minutes, 1),
         "test_clips": len(after["utterances"]),
         "before": {"wer": before["wer"], "cer": before["cer"]}, "after": {"wer": after["wer"], "cer": after["cer"]},

@@ -20,6 +20,7 @@ from whisper_scratch.data import UNREADABLE
 from whisper_scratch.formats import safe_torch_load
 from whisper_scratch.metrics import error_rates
 from whisper_scratch.model import ModelDimensions, Whisper, _GeluLinear
+from whisper_scratch.train_setup import precision_warning
 from whisper_scratch.trainer import Trainer, evaluate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -209,6 +210,28 @@ def test_fp16_gradient_scaler_tracks_fp32(tmp_path, reference_run):
     scaler = safe_torch_load(half / "last" / "train_state.pt")["scaler"]
     assert scaler["scale"] == 2.0 ** 16  # enabled, and no step overflowed
     assert safe_torch_load(reference_run / "last" / "train_state.pt")["scaler"] == {}  # fp32: no scaler
+
+
+def test_bf16_on_cpu_tracks_fp32(tmp_path, reference_run):
+    """--precision bf16 on a CPU (configs/cpu_finetune.args): autocast in bf16 with fp32 weights and
+    optimizer, no scaler; the losses follow the fp32 run's."""
+    half = tmp_path / "bf16"
+    assert train.main(parity_args(reference_run, half, "--train-batch-size", "8", "--precision", "bf16")) == 0
+    losses = [[json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines() if "loss" in line]
+              for out in (reference_run, half)]
+    assert len(losses[1]) == 4 and losses[1] == pytest.approx(losses[0], rel=3e-2)
+    assert losses[1] != losses[0]  # bf16 was really used
+    assert next(load_model(half / "last").parameters()).dtype == torch.float32
+
+
+def test_bf16_on_a_cpu_without_bf16_instructions_warns(monkeypatch):
+    cpu = torch.device("cpu")
+    for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
+        monkeypatch.setattr(torch.cpu, probe, lambda: False, raising=False)
+    assert "--precision fp32" in precision_warning(cpu, torch.bfloat16)
+    assert precision_warning(cpu, torch.float32) is None
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    assert precision_warning(cpu, torch.bfloat16) is None
 
 
 def test_lora_trains_only_adapters_and_merged_model_matches(tmp_path, reference_run):

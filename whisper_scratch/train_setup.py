@@ -88,6 +88,18 @@ def pick_precision(name: str, device: torch.device) -> torch.dtype:
     return torch.float32
 
 
+def precision_warning(device: torch.device, dtype: torch.dtype) -> str | None:
+    """A line for the user when bf16 is asked for on a CPU that has no bf16 instructions (AMX or
+    AVX-512 BF16): torch then converts in software, and a step is slower than in fp32."""
+    if device.type != "cpu" or dtype != torch.bfloat16:
+        return None
+    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")  # private, hence getattr
+    if any(getattr(torch.cpu, probe, lambda: False)() for probe in probes):
+        return None
+    return ("warning: --precision bf16 on a CPU without bf16 instructions (AMX or AVX-512 BF16) runs slower "
+            "than fp32; pass --precision fp32 after the preset")
+
+
 def autocast(device: torch.device, dtype: torch.dtype) -> AbstractContextManager:
     """Mixed precision for forward passes in `dtype`; nothing to do in fp32."""
     return nullcontext() if dtype == torch.float32 else torch.autocast(device.type, dtype=dtype)
@@ -292,6 +304,8 @@ def build(cfg: TrainConfig) -> Setup:
     if cfg.max_eval_utterances:
         eval_utts = eval_utts[:cfg.max_eval_utterances]
     if distributed.main:
+        if warning := precision_warning(device, dtype):
+            tqdm.write(warning)
         tqdm.write(f"train: {len(train_utts)} utterances {dict(counts)}; eval: {len(eval_utts)}")
         Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
     model, tokenizer = build_model(cfg, [u.text for u in train_utts], device, distributed)
