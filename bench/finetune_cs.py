@@ -119,6 +119,21 @@ def machine() -> str:
     return f"{model}, {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
+def plot(results: dict, args: argparse.Namespace) -> None:
+    """Dev WER against training minutes into args.plot, with the --compare runs' curves."""
+    from whisper_scratch.plots import plot_wer_against_minutes
+
+    earlier = {}
+    for item in args.compare:
+        label, _, path = item.rpartition("=")
+        curve = json.loads(Path(path).read_text())["dev_curve"]
+        earlier[label or path] = (curve["minutes"], curve["wer"])
+    curve = results["dev_curve"]
+    label = f"{Path(results['preset']).name} {' '.join(results['extra_flags'])} (dev)".replace("  ", " ")
+    plot_wer_against_minutes(curve["minutes"], curve["wer"], {**results, "goal": args.goal, "label": label},
+                             args.plot, earlier)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, default=REPO.parent / "shared/data/fillets-cv/cs")
@@ -131,10 +146,17 @@ def main() -> None:
     p.add_argument("--longform-minutes", type=float, default=5.0)
     p.add_argument("--plot", type=Path, help="draw dev WER against training minutes into this PNG")
     p.add_argument("--goal", type=float, default=0.45, help="test WER aimed at, drawn in the plot")
+    p.add_argument("--compare", action="append", default=[], metavar="LABEL=RESULTS_JSON",
+                   help="also draw the dev curve of an earlier run's results.json (repeatable)")
+    p.add_argument("--plot-only", type=Path, metavar="RESULTS_JSON",
+                   help="only draw --plot from this results.json (and --compare), running nothing")
     p.add_argument("--quick", action="store_true", help="smoke run: tests/data/cv_tiny, 2 steps")
     p.add_argument("--trained-since", type=float, metavar="UNIX_TIME",
                    help="OUTPUT_DIR already holds a run of the preset, started at this time: only evaluate and check it")
     args, extra = p.parse_known_args()
+    if args.plot_only:
+        plot(json.loads(args.plot_only.read_text()), args)
+        return
     import torch
 
     torch.set_num_threads(args.threads)
@@ -178,9 +200,7 @@ def main() -> None:
     }
     (out / "results.json").write_text(json.dumps(results, indent=2))
     if args.plot:
-        from whisper_scratch.plots import plot_wer_against_minutes
-
-        plot_wer_against_minutes(curve[0], curve[1], {**results, "goal": args.goal}, args.plot)
+        plot(results, args)
     ts, lf = results["timestamps"], results["longform"]
     print(f"\nbase on {args.data.name}: {steps} steps, {epochs} epochs, {train_minutes:.1f} min of training "
           f"(caching included); {machine()}\n")

@@ -39,25 +39,29 @@ def plot_training(history: list[dict], path: str | Path) -> Path:
     return Path(path)
 
 
-def plot_wer_against_minutes(minutes: list[float], wer: list[float], summary: dict, path: str | Path) -> Path:
+def plot_wer_against_minutes(minutes: list[float], wer: list[float], summary: dict, path: str | Path,
+                             earlier: dict[str, tuple[list[float], list[float]]] | None = None) -> Path:
     """Dev WER (%) against wall-clock minutes of a fine-tuning run, with the test WER before and
     after (and an optional "goal" WER) as horizontal marks; `summary` holds "before"/"after"
-    {"wer"} and "machine"."""
+    {"wer"} and "machine". `earlier` maps a label to another run's (minutes, dev WER), drawn
+    thinner for comparison."""
     fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(minutes, [100 * w for w in wer], "o-", label="dev WER (greedy, during training)")
+    ax.plot(minutes, [100 * w for w in wer], "o-", label=summary.get("label", "dev WER (greedy, during training)"))
+    for label, (other_minutes, other_wer) in (earlier or {}).items():
+        ax.plot(other_minutes, [100 * w for w in other_wer], ".--", linewidth=1, label=label)
     for key, style in (("before", ":"), ("after", "--")):
         ax.axhline(100 * summary[key]["wer"], linestyle=style, color="gray")
         ax.text(0.01, 100 * summary[key]["wer"] + 1, f"test WER {key}: {100 * summary[key]['wer']:.1f} %",
                 transform=ax.get_yaxis_transform(), fontsize=8)
     if summary.get("goal"):
         ax.axhline(100 * summary["goal"], linestyle="-.", color="tab:red")
-        ax.text(0.01, 100 * summary["goal"] + 1, f"goal {100 * summary['goal']:.0f} %", color="tab:red",
-                transform=ax.get_yaxis_transform(), fontsize=8)
+        ax.text(0.99, 100 * summary["goal"] - 4, f"goal {100 * summary['goal']:.0f} %", color="tab:red",
+                transform=ax.get_yaxis_transform(), fontsize=8, ha="right")
     ax.set_xlabel("minutes since the run started (encoder caching included)")
     ax.set_ylabel("WER %")
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
-    ax.legend(loc="upper right")
+    ax.legend(loc="lower left" if earlier else "upper right", fontsize=8)
     ax.set_title(f"fine-tuning on CPU: {summary.get('machine', '')}", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
