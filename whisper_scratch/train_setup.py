@@ -90,14 +90,14 @@ def pick_precision(name: str, device: torch.device) -> torch.dtype:
 
 def precision_warning(device: torch.device, dtype: torch.dtype) -> str | None:
     """A line for the user when bf16 is asked for on a CPU that has no bf16 instructions (AMX or
-    AVX-512 BF16): torch then converts in software, and a step is slower than in fp32."""
+    AVX-512 BF16): torch then emulates bf16, which can make a step slower than in fp32."""
     if device.type != "cpu" or dtype != torch.bfloat16:
         return None
     probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")  # private, hence getattr
     if any(getattr(torch.cpu, probe, lambda: False)() for probe in probes):
         return None
-    return ("warning: --precision bf16 on a CPU without bf16 instructions (AMX or AVX-512 BF16) runs slower "
-            "than fp32; pass --precision fp32 after the preset")
+    return ("warning: --precision bf16 on a CPU without bf16 instructions (AMX or AVX-512 BF16) is emulated "
+            "and can be slower than fp32; pass --precision fp32 after the preset")
 
 
 def autocast(device: torch.device, dtype: torch.dtype) -> AbstractContextManager:
