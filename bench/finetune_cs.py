@@ -129,7 +129,7 @@ def plot(results: dict, args: argparse.Namespace) -> None:
         curve = json.loads(Path(path).read_text())["dev_curve"]
         earlier[label or path] = (curve["minutes"], curve["wer"])
     curve = results["dev_curve"]
-    label = f"{Path(results['preset']).name} {' '.join(results['extra_flags'])} (dev)".replace("  ", " ")
+    label = " ".join([Path(results["preset"]).name, *results["extra_flags"], "(dev)"])
     plot_wer_against_minutes(curve["minutes"], curve["wer"], {**results, "goal": args.goal, "label": label},
                              args.plot, earlier)
 
