@@ -179,6 +179,11 @@ def table(results: list[Result], baseline: str, clips: int, audio_seconds: float
     return "\n".join(lines) + f"\n\n{clips} clips, {audio_seconds:.0f} s of audio."
 
 
+def default_systems(device: torch.device) -> list[str]:
+    """Every system that runs on `device`: the GPU-only ones are left out on the CPU."""
+    return [s for s in SYSTEMS if device.type == "cuda" or s not in GPU_ONLY]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--manifest", type=Path, default=REPO.parent / "shared/data/asterisk-en/manifest.jsonl")
@@ -187,12 +192,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=1, help="runs per system, interleaved (best one reported)")
     p.add_argument("--batch_size", type=int, default=8, help="ours and transformers (default 8)")
     p.add_argument("--fast_batch_size", type=int, default=16, help="ours-fast (default 16)")
-    p.add_argument("--systems", default=",".join(SYSTEMS), help=f"comma-separated subset of {', '.join(SYSTEMS)}")
+    p.add_argument("--systems", help=f"comma-separated subset of {', '.join(SYSTEMS)} "
+                   "(default: every one that runs on --device)")
     p.add_argument("--scoring", choices=SCORINGS, default="standard", help="WER/CER scoring (default standard)")
     p.add_argument("--json", type=Path, default=REPO / "bench/results/transcribe_cpu.json")
     p.add_argument("--device", type=torch.device, default=torch.device("cpu"), help="cpu (default) or cuda")
     args = p.parse_args(argv)
-    names = args.systems.split(",")
+    names = args.systems.split(",") if args.systems else default_systems(args.device)
     unknown = set(names) - set(SYSTEMS)
     if unknown:
         p.error(f"unknown systems {sorted(unknown)}; choose from {', '.join(SYSTEMS)}")

@@ -34,3 +34,19 @@ def test_gpu_check_cpu_smoke_runs_every_part(tmp_path, shared_data):
     assert "6gb_lowmem.args with tiny" in section  # the preset's memory check ran the training loop
     assert "WER" in section.split("### Fine-tuning")[1].split("###")[0]  # fine-tuning reported its scores
     assert "| ours-fast |" in section and "| faster-whisper-int8 |" in section  # transcription
+
+
+def test_transcribe_bench_defaults_to_the_systems_the_device_runs():
+    """`bench/transcribe_cpu.py --rounds 2`, as the docs give it, must start on a CPU-only machine:
+    with no --systems it leaves out the GPU-only ones there, and keeps them on CUDA."""
+    import torch
+
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        import transcribe_cpu
+    finally:
+        sys.path.remove(str(REPO / "bench"))
+    on_cpu = transcribe_cpu.default_systems(torch.device("cpu"))
+    assert on_cpu == [s for s in transcribe_cpu.SYSTEMS if s not in transcribe_cpu.GPU_ONLY]
+    assert "faster-whisper-fp16" not in on_cpu and "ours-fast" in on_cpu
+    assert transcribe_cpu.default_systems(torch.device("cuda")) == list(transcribe_cpu.SYSTEMS)
