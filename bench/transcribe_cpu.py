@@ -181,7 +181,7 @@ def table(results: list[Result], baseline: str, clips: int, audio_seconds: float
 
 def default_systems(device: torch.device) -> list[str]:
     """Every system that runs on `device`: the GPU-only ones are left out on the CPU."""
-    return [s for s in SYSTEMS if device.type == "cuda" or s not in GPU_ONLY]
+    return [s for s in SYSTEMS if device.type != "cpu" or s not in GPU_ONLY]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -198,12 +198,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, default=REPO / "bench/results/transcribe_cpu.json")
     p.add_argument("--device", type=torch.device, default=torch.device("cpu"), help="cpu (default) or cuda")
     args = p.parse_args(argv)
-    names = args.systems.split(",") if args.systems else default_systems(args.device)
+    runnable = default_systems(args.device)
+    names = args.systems.split(",") if args.systems else runnable
     unknown = set(names) - set(SYSTEMS)
     if unknown:
         p.error(f"unknown systems {sorted(unknown)}; choose from {', '.join(SYSTEMS)}")
-    if args.device.type == "cpu" and set(names) & set(GPU_ONLY):
-        p.error(f"{', '.join(sorted(set(names) & set(GPU_ONLY)))} needs --device cuda")
+    if set(names) - set(runnable):
+        p.error(f"{', '.join(sorted(set(names) - set(runnable)))} needs --device cuda")
     device = args.device
 
     torch.set_num_threads(args.threads)
