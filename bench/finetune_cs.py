@@ -25,12 +25,15 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import train  # noqa: E402
-import transcribe  # noqa: E402
-from whisper_scratch.audio import SAMPLE_RATE, load_audio  # noqa: E402
-from whisper_scratch.manifest import read_manifest  # noqa: E402
-from whisper_scratch.metrics import error_rates  # noqa: E402
-from whisper_scratch.packaged import packaged_model  # noqa: E402
+from whisper_scratch.audio.geometry import SAMPLE_RATE  # noqa: E402
+from whisper_scratch.audio.io import load_audio  # noqa: E402
+from whisper_scratch.cli import (
+    train,  # noqa: E402
+    transcribe,  # noqa: E402
+)
+from whisper_scratch.data.manifest import read_manifest  # noqa: E402
+from whisper_scratch.evaluation.metrics import error_rates  # noqa: E402
+from whisper_scratch.model.packaged import packaged_model  # noqa: E402
 
 PAUSE_S = 1.0  # silence between the clips of the joined recording
 
@@ -121,7 +124,7 @@ def machine() -> str:
 
 def plot(results: dict, args: argparse.Namespace) -> None:
     """Dev WER against training minutes into args.plot, with the --compare runs' curves."""
-    from whisper_scratch.plots import plot_wer_against_minutes
+    from whisper_scratch.training.plots import plot_wer_against_minutes
 
     earlier = {}
     for item in args.compare:

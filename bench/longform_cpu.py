@@ -45,12 +45,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.transcribe_cpu import cpu_name  # noqa: E402
-from whisper_scratch.audio import SAMPLE_RATE, load_audio  # noqa: E402
-from whisper_scratch.checkpoint import export_openai, load_model  # noqa: E402
-from whisper_scratch.decoding import DecodingOptions  # noqa: E402
-from whisper_scratch.manifest import read_manifest  # noqa: E402
-from whisper_scratch.metrics import error_rates  # noqa: E402
-from whisper_scratch.transcriber import TranscribeOptions, transcribe_long  # noqa: E402
+from whisper_scratch.audio.geometry import SAMPLE_RATE  # noqa: E402
+from whisper_scratch.audio.io import load_audio  # noqa: E402
+from whisper_scratch.data.manifest import read_manifest  # noqa: E402
+from whisper_scratch.evaluation.metrics import error_rates  # noqa: E402
+from whisper_scratch.inference.decoding import DecodingOptions  # noqa: E402
+from whisper_scratch.inference.longform import transcribe_long  # noqa: E402
+from whisper_scratch.inference.options import TranscribeOptions  # noqa: E402
+from whisper_scratch.model.checkpoint import export_openai, load_model  # noqa: E402
 
 SYSTEMS = ("ours-sequential", "ours-batched", "ours-batched-bf16", "faster-whisper", "faster-whisper-batched",
            "openai-whisper")
@@ -88,8 +90,8 @@ def ours_batched(model_dir: Path, dtype: torch.dtype = torch.float32) -> Transcr
     """`--batched`: whisper_scratch.batched (Silero VAD, chunks decoded in batches of 8, no
     previous text as prompt). Returns a reason (str) when it cannot run here."""
     try:
-        from whisper_scratch.batched import transcribe_batched
-        from whisper_scratch.vad import VadUnavailable, load_silero_vad
+        from whisper_scratch.inference.batched import transcribe_batched
+        from whisper_scratch.inference.vad import VadUnavailable, load_silero_vad
     except ImportError as e:
         return f"no batched long-form in this checkout ({e})"
     try:

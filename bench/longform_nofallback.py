@@ -20,10 +20,12 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 from longform_cpu import _tiny_en_dir, build_recording, openai_reference  # noqa: E402
-from whisper_scratch.checkpoint import load_model  # noqa: E402
-from whisper_scratch.decoding import DecodingOptions  # noqa: E402
-from whisper_scratch.metrics import error_rates  # noqa: E402
-from whisper_scratch.transcriber import TranscribeOptions, transcribe_long  # noqa: E402
+
+from whisper_scratch.evaluation.metrics import error_rates  # noqa: E402
+from whisper_scratch.inference.decoding import DecodingOptions, FallbackOptions  # noqa: E402
+from whisper_scratch.inference.longform import transcribe_long  # noqa: E402
+from whisper_scratch.inference.options import TranscribeOptions  # noqa: E402
+from whisper_scratch.model.checkpoint import load_model  # noqa: E402
 
 
 def main() -> int:
@@ -34,7 +36,7 @@ def main() -> int:
     model = load_model(_tiny_en_dir()).eval()
     start = time.process_time()
     ours = transcribe_long(model, audio, TranscribeOptions(decoding=DecodingOptions(language="en"),
-                                                           temperatures=(0.0,), progress=False))
+                                                           fallback=FallbackOptions((0.0,)), progress=False))
     cpu_ours = time.process_time() - start
     with tempfile.TemporaryDirectory() as tmp:
         reference_model = openai_reference(_tiny_en_dir(), Path(tmp))

@@ -1,5 +1,5 @@
 """Noise robustness of the dual-attention decoder against plain fine-tuning and a LoRA control of
-the same size (whisper_scratch/noise_experiment.py; the method and the results: docs/noise.md).
+the same size (whisper_scratch/experiments/noise_study.py; the method and the results: docs/noise.md).
 
   python bench/noise_robustness.py            # the CPU run: base, 466 training clips, 94 test clips,
                                               # 300 steps x 8 per arm; about 90 min on 2 idle cores
@@ -28,10 +28,11 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 from transcribe_cpu import cpu_name  # noqa: E402
-from whisper_scratch.metrics import SCORINGS  # noqa: E402
-from whisper_scratch.noise_experiment import ARMS, ExperimentConfig, markdown_table, run_experiment, score  # noqa: E402
-from whisper_scratch.noisy_eval import parse_snrs  # noqa: E402
-from whisper_scratch.packaged import packaged_model  # noqa: E402
+
+from whisper_scratch.evaluation.metrics import SCORINGS  # noqa: E402
+from whisper_scratch.evaluation.noisy import parse_snrs  # noqa: E402
+from whisper_scratch.experiments.noise_study import ARMS, ExperimentConfig, markdown_table, run_experiment, score  # noqa: E402
+from whisper_scratch.model.packaged import packaged_model  # noqa: E402
 
 DATA = REPO.parent / "shared/data"
 CPU = ExperimentConfig(model="base", manifest=DATA / "asterisk-en/manifest.jsonl", train_noise=DATA / "noise/train",

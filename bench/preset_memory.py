@@ -22,10 +22,10 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import train  # noqa: E402
-from whisper_scratch.checkpoint import save_model  # noqa: E402
-from whisper_scratch.model import SIZES, Whisper  # noqa: E402
-from whisper_scratch.trainer import Trainer  # noqa: E402
+from whisper_scratch.cli import train  # noqa: E402
+from whisper_scratch.model.checkpoint import save_model  # noqa: E402
+from whisper_scratch.model.whisper import SIZES, Whisper  # noqa: E402
+from whisper_scratch.training.loop import Trainer  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,10 +25,10 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from whisper_scratch.checkpoint import load_model  # noqa: E402
-from whisper_scratch.formats.huggingface import save_huggingface  # noqa: E402
-from whisper_scratch.model import SIZES, Whisper  # noqa: E402
-from whisper_scratch.packaged import PACKAGES, packaged_model  # noqa: E402
+from whisper_scratch.model.checkpoint import load_model  # noqa: E402
+from whisper_scratch.model.formats.huggingface import save_huggingface  # noqa: E402
+from whisper_scratch.model.packaged import PACKAGES, packaged_model  # noqa: E402
+from whisper_scratch.model.whisper import SIZES, Whisper  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 

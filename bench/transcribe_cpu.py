@@ -37,14 +37,17 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from whisper_scratch.audio import load_audio  # noqa: E402
-from whisper_scratch.checkpoint import export_openai, load_model  # noqa: E402
-from whisper_scratch.decoding import DecodingOptions, tokenizer_for  # noqa: E402
-from whisper_scratch.formats.huggingface import save_huggingface  # noqa: E402
-from whisper_scratch.manifest import read_manifest  # noqa: E402
-from whisper_scratch.metrics import SCORINGS, error_rates  # noqa: E402
-from whisper_scratch.model import Whisper  # noqa: E402
-from whisper_scratch.transcriber import TranscribeOptions, transcribe_files  # noqa: E402
+from whisper_scratch.audio.io import load_audio  # noqa: E402
+from whisper_scratch.data.manifest import read_manifest  # noqa: E402
+from whisper_scratch.evaluation.metrics import SCORINGS, error_rates  # noqa: E402
+from whisper_scratch.inference.decoding import DecodingOptions, FallbackOptions  # noqa: E402
+from whisper_scratch.inference.options import TranscribeOptions  # noqa: E402
+from whisper_scratch.inference.transcriber import transcribe_files  # noqa: E402
+from whisper_scratch.model.checkpoint import export_openai, load_model  # noqa: E402
+from whisper_scratch.model.formats.huggingface import save_huggingface  # noqa: E402
+from whisper_scratch.model.loaded import whisper_vocabulary  # noqa: E402
+from whisper_scratch.model.whisper import Whisper  # noqa: E402
+from whisper_scratch.tokenizer.suppression import blank_tokens, suppressed_tokens  # noqa: E402
 
 Transcribe = Callable[[list[Path]], list[str]]  # audio files -> texts, in order
 
@@ -73,7 +76,7 @@ def ours(model_dir: Path, threads: int, batch_size: int, fast: bool, device: tor
     (bf16 weights, trimmed encoder input, silence padding)."""
     model = load_model(model_dir, device=device, dtype=torch.bfloat16 if fast else torch.float32).eval()
     opts = TranscribeOptions(decoding=DecodingOptions(language="en", without_timestamps=True),
-                             batch_size=batch_size, temperatures=(0.0,), progress=False, trim_padding=fast,
+                             batch_size=batch_size, fallback=FallbackOptions((0.0,)), progress=False, trim_padding=fast,
                              silence_padding=fast)
 
     def run(paths: list[Path]) -> list[str]:
@@ -136,12 +139,11 @@ def transformers_whisper(model: Whisper, threads: int, batch_size: int, workdir:
     folder = workdir / "hf"
     save_huggingface(model, folder)
     hf = WhisperForConditionalGeneration.from_pretrained(folder).to(device).eval()
-    tk = tokenizer_for(model)
-    extra = getattr(model, "checkpoint_extra", {})
+    tk = whisper_vocabulary(model)
     hf.generation_config = GenerationConfig(
         decoder_start_token_id=tk.sot, eos_token_id=tk.eot, pad_token_id=tk.eot, bos_token_id=tk.eot,
         no_timestamps_token_id=tk.no_timestamps, is_multilingual=False, max_length=model.dims.n_text_ctx,
-        suppress_tokens=list(extra.get("suppress_ids", [])), begin_suppress_tokens=[*tk.encode(" "), tk.eot],
+        suppress_tokens=suppressed_tokens(tk, "-1", model.dims.n_vocab), begin_suppress_tokens=blank_tokens(tk),
         do_sample=False, num_beams=1)
     features = WhisperFeatureExtractor(feature_size=model.dims.n_mels)
 

@@ -17,9 +17,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import train  # noqa: E402
-import transcribe  # noqa: E402
-from whisper_scratch.packaged import packaged_model  # noqa: E402
+from whisper_scratch.cli import (
+    train,  # noqa: E402
+    transcribe,  # noqa: E402
+)
+from whisper_scratch.model.packaged import packaged_model  # noqa: E402
 
 HELD_OUT = REPO / "tests/data/asterisk-demo/test.jsonl"
 

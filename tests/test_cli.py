@@ -17,12 +17,12 @@ import pytest
 import soundfile as sf
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # transcribe.py is a script at the repo root, not an installed module
-    sys.path.insert(0, str(REPO))
+from whisper_scratch.cli import transcribe
+from whisper_scratch.evaluation.metrics import error_rates
+from whisper_scratch.inference.writers import per_audio_targets
 
-import transcribe  # noqa: E402
-from whisper_scratch.metrics import error_rates  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
+
 
 JFK_WORDS = ("fellow americans", "ask not what your country can do for you")
 
@@ -219,8 +219,8 @@ def test_missing_model_path_says_how_to_pass_a_local_file(capsys, tmp_path):
 
 def test_model_name_offline_is_one_line(capsys, tmp_path, monkeypatch):
     """A size name needs a download; offline, the one line says how to pass a local file instead."""
-    import whisper_scratch.checkpoint as checkpoint
-    from whisper_scratch.download import _network_error
+    import whisper_scratch.model.checkpoint as checkpoint
+    from whisper_scratch.model.download import _network_error
 
     def offline(name, *args, **kwargs):
         raise _network_error(name, f"{name}.pt", f"https://example.invalid/{name}.pt", OSError("no route to host"))
@@ -265,12 +265,12 @@ def test_single_missing_or_empty_audio_fails_before_the_model_loads(capsys, tmp_
 def test_subtitle_targets_are_named_after_each_audio(tmp_path):
     results = [{"audio": str(tmp_path / "clips" / name), "text": name} for name in
                ("a.flac", "x/b.wav", "c.wav", "c.mp3", "x/a.wav")]
-    targets = transcribe._subtitle_targets(results, tmp_path / "subs" / "ignored-name.srt")
+    targets = per_audio_targets(results, tmp_path / "subs", ".srt")
     out = tmp_path / "subs"
     assert [t for _, t in targets] == [out / "a.srt", out / "x" / "b.srt", out / "c.wav.srt", out / "c.mp3.srt",
                                        out / "x" / "a.srt"]
     assert [r["text"] for r, _ in targets] == [r["text"] for r in results]
-    assert transcribe._subtitle_targets([], tmp_path / "s.vtt") == []
+    assert per_audio_targets([], tmp_path, ".vtt") == []
 
 
 def test_script_exit_code_and_no_traceback(tmp_path):
@@ -291,8 +291,8 @@ def write_corrupt_mp3(path: Path) -> Path:
 @pytest.mark.parametrize("mode", ["single", "batch"])
 def test_corrupt_mp3_reports_our_line_only(tmp_path, mode):
     """A real process, so that what the C decoder writes to fd 2 is seen: only our lines."""
-    from whisper_scratch.checkpoint import save_model
-    from whisper_scratch.model import ModelDimensions, Whisper
+    from whisper_scratch.model.checkpoint import save_model
+    from whisper_scratch.model.whisper import ModelDimensions, Whisper
 
     model = save_model(Whisper(ModelDimensions(80, 150, 64, 2, 1, 51864, 48, 64, 2, 1)), tmp_path / "m.pt")
     inputs = ["--audio_path", str(write_corrupt_mp3(tmp_path / "corrupt.mp3"))]
@@ -311,8 +311,8 @@ def test_corrupt_mp3_reports_our_line_only(tmp_path, mode):
 
 def test_output_dir_writes_each_format_per_audio_as_openai_whisper(tmp_path, capsys):
     """--output_dir (all formats) and --output_format, with one file per audio named after it."""
-    from whisper_scratch.checkpoint import save_model
-    from whisper_scratch.model import ModelDimensions, Whisper
+    from whisper_scratch.model.checkpoint import save_model
+    from whisper_scratch.model.whisper import ModelDimensions, Whisper
 
     model = save_model(Whisper(ModelDimensions(80, 150, 64, 2, 1, 51864, 48, 64, 2, 1)), tmp_path / "m.pt")
     clips = tmp_path / "clips"
@@ -694,7 +694,7 @@ def test_base_asterisk_en_scored_as_the_field_scores(asterisk_eval):
     import jiwer
     from whisper.normalizers import EnglishTextNormalizer as TheirEnglish
 
-    from whisper_scratch.normalizers import EnglishTextNormalizer
+    from whisper_scratch.evaluation.normalizers import EnglishTextNormalizer
 
     ours, theirs = EnglishTextNormalizer(), TheirEnglish()
     utterances = asterisk_eval["report"]["utterances"]

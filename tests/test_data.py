@@ -12,14 +12,21 @@ import soundfile as sf
 import torch
 from torch.utils.data import DataLoader
 
-from tokenizer import SentencePieceWhisperTokenizer, get_tokenizer, train_sentencepiece
-from whisper_scratch.audio import N_FRAMES, SAMPLE_RATE
-from whisper_scratch.augment import Augment, AugmentConfig, fit_length, mix_at_snr, pink_noise, trim_silence, white_noise
-from whisper_scratch.data import (
-    IGNORE_INDEX, Batch, DataConfig, DataError, Example, ResumableBatchSampler, Skipped, SpeechDataset, collate,
-    load_utterances, normalize_transcript,
+from whisper_scratch.audio.geometry import N_FRAMES, SAMPLE_RATE
+from whisper_scratch.audio.noise import fit_length, mix_at_snr, pink_noise, trim_silence, white_noise
+from whisper_scratch.data.manifest import Utterance
+from whisper_scratch.data.splits import DataConfig, DataError, load_utterances, normalize_transcript
+from whisper_scratch.tokenizer import SentencePieceWhisperTokenizer, get_tokenizer, train_sentencepiece
+from whisper_scratch.training.augment import Augment, AugmentConfig
+from whisper_scratch.training.dataset import (
+    IGNORE_INDEX,
+    Batch,
+    Example,
+    ResumableBatchSampler,
+    Skipped,
+    SpeechDataset,
+    collate,
 )
-from whisper_scratch.manifest import Utterance
 
 DATA = Path(__file__).parent / "data"
 ASTERISK = DATA / "asterisk16"
@@ -440,7 +447,7 @@ def test_noise_dir(tmp_path, caplog):
     sf.write(noise_dir / "silent.flac", padding, 8000)
     aug = Augment(AugmentConfig(noise_dir=noise_dir, snr_range=(10.0, 10.0), noise_prob=1.0))
     assert aug.config.adds_noise
-    with caplog.at_level(logging.WARNING, logger="whisper_scratch.augment"):
+    with caplog.at_level(logging.WARNING, logger="whisper_scratch.audio.noise"):
         bank = aug.load_noise()
         aug.load_noise()
     assert len(bank) == 1 and 2 * SAMPLE_RATE <= len(bank[0]) < 2 * SAMPLE_RATE + 400  # 16 kHz; trimmed but for resampler ringing
@@ -502,7 +509,7 @@ def test_shared_fillets_common_voice(shared_data):
 @pytest.mark.parametrize("split, n_files", [("train", 16), ("test", 7)])
 def test_shared_noise_folders(shared_data, split, n_files, caplog):
     aug = Augment(AugmentConfig(noise_dir=shared_data / "noise" / split, noise_prob=1.0, snr_range=(5.0, 5.0)))
-    with caplog.at_level(logging.WARNING, logger="whisper_scratch.augment"):
+    with caplog.at_level(logging.WARNING, logger="whisper_scratch.audio.noise"):
         bank = aug.load_noise()
     assert len(bank) == n_files and not caplog.records
     speech = 0.1 * np.sin(np.arange(SAMPLE_RATE) * 0.03).astype(np.float32)

@@ -4,8 +4,8 @@ from dataclasses import replace
 
 import torch
 
-from whisper_scratch.decoding import DecodingOptions, decode_features
-from whisper_scratch.model import ModelDimensions, Whisper
+from whisper_scratch.inference.decoding import DecodingOptions, decode
+from whisper_scratch.model.whisper import ModelDimensions, Whisper
 
 DIMS = ModelDimensions(n_mels=8, n_audio_ctx=16, n_audio_state=16, n_audio_head=2, n_audio_layer=1,
                        n_vocab=51864, n_text_ctx=16, n_text_state=16, n_text_head=2, n_text_layer=1)
@@ -24,22 +24,22 @@ def _model_and_features(batch: int) -> tuple[Whisper, torch.Tensor]:
 
 def test_sampling_repeats_with_its_seed():
     model, features = _model_and_features(2)
-    first = [r.tokens for r in decode_features(model, features, SAMPLING)]
-    assert [r.tokens for r in decode_features(model, features, SAMPLING)] == first
+    first = [r.tokens for r in decode(model, features, SAMPLING)]
+    assert [r.tokens for r in decode(model, features, SAMPLING)] == first
     assert first[0] != first[1]  # one random stream: the two rows draw different samples
-    other = [r.tokens for r in decode_features(model, features, replace(SAMPLING, seed=1))]
+    other = [r.tokens for r in decode(model, features, replace(SAMPLING, seed=1))]
     assert other != first
 
 
 def test_best_of_keeps_the_most_likely_sample():
     # best_of = 4 on one audio draws exactly what one sample each on four copies of it draws.
     model, features = _model_and_features(4)
-    samples = decode_features(model, features, SAMPLING)
+    samples = decode(model, features, SAMPLING)
     assert len({tuple(r.tokens) for r in samples}) > 1
-    best = decode_features(model, features[:1], replace(SAMPLING, best_of=4))
+    best = decode(model, features[:1], replace(SAMPLING, best_of=4))
     expected = max(samples, key=lambda r: r.avg_logprob * (len(r.tokens) + 1) / max(len(r.tokens), 1))
     assert len(best) == 1 and best[0].tokens == expected.tokens
     # At temperature 0, best_of is ignored: greedy is one answer.
     greedy = replace(SAMPLING, temperature=0.0)
-    assert decode_features(model, features[:1], replace(greedy, best_of=4))[0].tokens \
-        == decode_features(model, features[:1], greedy)[0].tokens
+    assert decode(model, features[:1], replace(greedy, best_of=4))[0].tokens \
+        == decode(model, features[:1], greedy)[0].tokens

@@ -1,4 +1,4 @@
-"""The web demo (whisper_scratch/demo.py): what the button does, the command line's errors, and the
+"""The web demo (whisper_scratch/demo/page.py, whisper-scratch demo): what the button does, the command line's errors, and the
 page itself driven in headless Chromium (Debian's chromium + chromium-driver) with selenium:
 upload jfk, press Transcribe, read the transcript, the segments and the .srt, and check that
 neither the server nor the browser talked to anything but this machine.
@@ -21,9 +21,11 @@ import pytest
 import torch
 
 from whisper_scratch import cli
-from whisper_scratch.checkpoint import save_model
-from whisper_scratch.demo import AUTO, Demo, DemoError, build_page, load_demo, main
-from whisper_scratch.model import ModelDimensions, Whisper
+from whisper_scratch.cli.demo import main
+from whisper_scratch.demo.page import AUTO, Demo, DemoError, build_page, load_demo
+from whisper_scratch.model.checkpoint import save_model
+from whisper_scratch.model.loaded import LoadedModel
+from whisper_scratch.model.whisper import ModelDimensions, Whisper
 
 REPO = Path(__file__).resolve().parents[1]
 JFK_TEXT = "and so my fellow americans ask not what your country can do for you ask what you can do for your country"
@@ -44,9 +46,9 @@ def tiny_random(multilingual: bool) -> Whisper:
 
 
 def test_languages_and_tasks_follow_the_model():
-    english = Demo(tiny_random(False), name="en-only")
+    english = Demo(LoadedModel.wrap(tiny_random(False)), name="en-only")
     assert english.language_choices() == [("English", "en")] and english.tasks() == ["transcribe"]
-    multi = Demo(tiny_random(True))
+    multi = Demo(LoadedModel.wrap(tiny_random(True)))
     choices = multi.language_choices()
     assert choices[0] == ("Detect the language", AUTO) and ("Czech", "cs") in choices and len(choices) == 100
     assert multi.tasks() == ["transcribe", "translate"]
@@ -59,11 +61,11 @@ def test_languages_and_tasks_follow_the_model():
 ])
 def test_what_the_person_can_fix_is_one_line(audio, language, task, needle):
     with pytest.raises(DemoError, match=needle):
-        Demo(tiny_random(False), name="en-only").transcribe(audio, language, task)
+        Demo(LoadedModel.wrap(tiny_random(False)), name="en-only").transcribe(audio, language, task)
 
 
 def test_unknown_language_and_unreadable_audio(tmp_path):
-    multi = Demo(tiny_random(True), name="multi")
+    multi = Demo(LoadedModel.wrap(tiny_random(True)), name="multi")
     with pytest.raises(DemoError, match="multi does not know the language 'klingon'"):
         multi.transcribe("clip.wav", "klingon")
     (tmp_path / "broken.wav").write_bytes(b"not audio at all" * 10)
@@ -79,10 +81,10 @@ def test_main_without_a_model_is_one_line(capsys, tmp_path, run):
 
 
 def test_command_line_serves_the_page(tmp_path):
-    """python -m whisper_scratch.demo on a checkpoint of ours: the page is served, then Ctrl-C ends it."""
+    """whisper-scratch demo on a checkpoint of ours: the page is served, then Ctrl-C ends it."""
     save_model(tiny_random(False), tmp_path / "model.pt")
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "whisper_scratch.demo", "--model_path", str(tmp_path / "model.pt")],
+    proc = subprocess.Popen([sys.executable, "-m", "whisper_scratch", "demo", "--model_path", str(tmp_path / "model.pt")],
                             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
@@ -108,7 +110,7 @@ def test_command_line_serves_the_page(tmp_path):
 
 
 def test_page_builds_without_phoning_home():
-    page = build_page(Demo(tiny_random(True)))
+    page = build_page(Demo(LoadedModel.wrap(tiny_random(True))))
     assert page.analytics_enabled is False and os.environ["GRADIO_ANALYTICS_ENABLED"] == "False"
     ids = {block.elem_id for block in page.blocks.values()}
     assert {"audio", "language", "task", "transcribe", "transcript", "detected", "segments", "srt"} <= ids

@@ -9,8 +9,8 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from whisper_scratch.checkpoint import load_checkpoint
-from whisper_scratch.download import MODEL_URLS, DownloadError, _source, download
+from whisper_scratch.model.checkpoint import load_checkpoint
+from whisper_scratch.model.download import MODEL_URLS, DownloadError, _source, download
 
 CONTENT = b"not really a checkpoint, but bytes with a known sha256\n" * 2000
 SHA = hashlib.sha256(CONTENT).hexdigest()

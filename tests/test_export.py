@@ -10,17 +10,19 @@ from pathlib import Path
 
 import pytest
 import torch
-
-import train
 from test_parity import asterisk_clips, faster_whisper_texts, our_texts
-from tokenizer import SentencePieceWhisperTokenizer, get_tokenizer, train_sentencepiece
-from tokenizer.huggingface import ctranslate2_vocabulary, tokenizer_json
+
 from whisper_scratch import cli
-from whisper_scratch.audio import load_audio, log_mel_window
-from whisper_scratch.checkpoint import load_checkpoint, load_model, save_model
-from whisper_scratch.export import export_model, main
-from whisper_scratch.lora import add_lora, merge_lora
-from whisper_scratch.model import ModelDimensions, Whisper
+from whisper_scratch.audio.features import log_mel_window
+from whisper_scratch.audio.io import load_audio
+from whisper_scratch.cli import train
+from whisper_scratch.cli.export import main
+from whisper_scratch.model.checkpoint import load_checkpoint, load_model, save_model
+from whisper_scratch.model.export import export_model
+from whisper_scratch.model.lora import add_lora, merge_lora
+from whisper_scratch.model.whisper import ModelDimensions, Whisper
+from whisper_scratch.tokenizer import SentencePieceWhisperTokenizer, get_tokenizer, train_sentencepiece
+from whisper_scratch.tokenizer.huggingface import ctranslate2_vocabulary, tokenizer_json
 
 REPO = Path(__file__).resolve().parents[1]
 # tiny's layout at a fraction of its width: Whisper's English vocabulary, so every format applies.

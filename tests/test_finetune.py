@@ -7,12 +7,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tokenizer import get_tokenizer
-from whisper_scratch.audio import SAMPLE_RATE, load_audio
-from whisper_scratch.augment import Augment, AugmentConfig
-from whisper_scratch.data import DataConfig, ResumableBatchSampler, SpeechDataset, collate, load_utterances
-from whisper_scratch.encoder_cache import CachedSpeechDataset, EncoderCache, build_encoder_cache
-from whisper_scratch.model import Whisper, ModelDimensions
+from whisper_scratch.audio.geometry import SAMPLE_RATE
+from whisper_scratch.audio.io import load_audio
+from whisper_scratch.data.splits import DataConfig, load_utterances
+from whisper_scratch.model.whisper import ModelDimensions, Whisper
+from whisper_scratch.tokenizer import get_tokenizer
+from whisper_scratch.training.augment import Augment, AugmentConfig
+from whisper_scratch.training.dataset import ResumableBatchSampler, SpeechDataset, collate
+from whisper_scratch.training.encoder_cache import CachedSpeechDataset, EncoderCache, build_encoder_cache
 
 DATA = Path(__file__).parent / "data"
 ASTERISK = DATA / "asterisk16"
@@ -141,7 +143,7 @@ def test_cache_keeps_skipped_clips(asterisk, tmp_path):
 def test_training_on_the_cache_equals_live_training(tmp_path):
     """The whole loop: three optimizer steps with a frozen encoder, live and cached, same losses and
     same weights after (grouped batches and timestamp labels on)."""
-    import train
+    from whisper_scratch.cli import train
 
     def run(out: Path, *extra: str) -> list[float]:
         code = train.main([
@@ -182,7 +184,7 @@ def test_embedded_demo_lowers_held_out_wer(tmp_path, tiny_en_dir):
     assert after["wer"] < before["wer"]
     assert "held-out WER on 50 clips" in run.stdout
     # Half the labels carried timestamps, so the fine-tuned model still writes segments.
-    import transcribe
+    from whisper_scratch.cli import transcribe
 
     out = tmp_path / "segments.json"
     assert transcribe.main(["--model_path", str(tmp_path / "demo/last"), "--mode", "batch", "--timestamps",
@@ -201,8 +203,8 @@ def test_trimmed_training_encodes_only_the_clips_frames(asterisk):
     """--trim-padding: the encoder runs on the batch's longest clip plus the margin (found from the
     zero frames after it, SpecAugment on), the rest of the window comes from the padding window,
     and the gradient reaches the encoder through the clip's frames only."""
-    from whisper_scratch.trainer import micro_batch_loss
-    from whisper_scratch.transcriber import trimmed_frames
+    from whisper_scratch.audio.geometry import trimmed_frames
+    from whisper_scratch.training.loop import micro_batch_loss
 
     model = _tiny_model()
     augment = Augment(AugmentConfig(spec_augment=True))
@@ -225,7 +227,7 @@ def test_trimmed_training_encodes_only_the_clips_frames(asterisk):
 
 
 def test_trim_padding_and_the_encoder_cache_do_not_go_together(tmp_path, capsys):
-    import train
+    from whisper_scratch.cli import train
 
     manifest = str(ASTERISK / "manifest.jsonl")
     code = train.main(["--train-manifest", manifest, "--eval-manifest", manifest, "--whisper-size", "tiny",
@@ -239,8 +241,8 @@ def test_trimmed_loss_is_close_to_the_full_window_loss_with_real_weights(asteris
     """With tiny.en, the loss on 16 real clips, trimmed, stays near the full window's (measured:
     19 % above it): the encoder trains on features close to, not equal to, inference's. A padding
     window at the wrong positions, or zeros in its place, would be far off."""
-    from whisper_scratch.checkpoint import load_model
-    from whisper_scratch.trainer import micro_batch_loss
+    from whisper_scratch.model.checkpoint import load_model
+    from whisper_scratch.training.loop import micro_batch_loss
 
     model = load_model(tiny_en_dir).float()
     batch = collate([SpeechDataset(asterisk, get_tokenizer(False))[i] for i in range(16)])
@@ -254,7 +256,7 @@ def test_trimmed_loss_is_close_to_the_full_window_loss_with_real_weights(asteris
 @pytest.mark.parametrize("args", sorted(Path(__file__).resolve().parents[1].glob("configs/*.args")), ids=lambda p: p.name)
 def test_every_shipped_config_parses(args):
     """Each preset in configs/ is read by train.py's own parser into a TrainConfig."""
-    import train
+    from whisper_scratch.cli import train
 
     cfg = train.config_from_args(train.parse_args([f"@{args}", "--init", "tiny.en", "--output-dir", "out"]))
     assert cfg.init == "tiny.en" and cfg.train_batch_size > 0

@@ -13,18 +13,16 @@ import numpy as np
 import pytest
 import sentencepiece as spm
 
-from tokenizer import get_tokenizer
-from whisper_scratch.audio import load_audio
-from whisper_scratch.data import DataConfig, DataError, SpeechDataset, load_utterances
-from whisper_scratch.hf_dataset import read_dataset
-from whisper_scratch.manifest import ManifestError
+from whisper_scratch.audio.io import load_audio
+from whisper_scratch.cli import train, transcribe
+from whisper_scratch.data.hf_dataset import read_dataset
+from whisper_scratch.data.manifest import ManifestError
+from whisper_scratch.data.splits import DataConfig, DataError, load_utterances
+from whisper_scratch.tokenizer import get_tokenizer
+from whisper_scratch.training.dataset import SpeechDataset
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # train.py and transcribe.py are scripts at the repo root
-    sys.path.insert(0, str(REPO))
 
-import train  # noqa: E402
-import transcribe  # noqa: E402
 
 ASTERISK = REPO / "tests/data/asterisk16"
 N_TRAIN = 12  # the first 12 clips train, the last 4 test

@@ -5,7 +5,6 @@ budget and the text before it would overflow the decoder's context as a prompt. 
 compare segments and word times with openai-whisper's transcribe() on the same weights, on
 multilingual.mp3 and on a 5-minute recording built from asterisk-en prompts."""
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,28 +12,30 @@ import pytest
 import soundfile as sf
 import torch
 
-from whisper_scratch.audio import SAMPLE_RATE, load_audio
-from whisper_scratch.checkpoint import export_openai, load_model, save_model
-from whisper_scratch.decoding import DecodingOptions, tokenizer_for
-from whisper_scratch.metrics import error_rates
-from whisper_scratch.model import ModelDimensions, Whisper
-from whisper_scratch.timing import dtw, median_filter, merge_punctuations, WordTiming
-from whisper_scratch.transcriber import (Interrupted, TranscribeOptions, TranscriptionStopped, _clips,
-                                         decode_with_fallback, transcribe_files, transcribe_long, window_segments)
-from whisper_scratch.writers import LineOptions, write_results
+from whisper_scratch.audio.geometry import SAMPLE_RATE
+from whisper_scratch.audio.io import load_audio
+from whisper_scratch.cli import transcribe
+from whisper_scratch.evaluation.metrics import error_rates
+from whisper_scratch.inference.decoding import DecodingOptions, FallbackOptions, decode_with_fallback
+from whisper_scratch.inference.longform import _clips, transcribe_long
+from whisper_scratch.inference.options import Interrupted, TranscribeOptions, TranscriptionStopped
+from whisper_scratch.inference.segments import window_segments
+from whisper_scratch.inference.timing import WordTiming, dtw, median_filter, merge_punctuations
+from whisper_scratch.inference.transcriber import transcribe_files
+from whisper_scratch.inference.writers import LineOptions, write_results
+from whisper_scratch.model.checkpoint import export_openai, load_model, save_model
+from whisper_scratch.model.loaded import whisper_vocabulary
+from whisper_scratch.model.whisper import ModelDimensions, Whisper
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
-import transcribe  # noqa: E402
 
 # A 2-second window (n_audio_ctx 100) and a 32-token text context: prompts are cut to 15 tokens,
 # and a window may sample 16.
 DIMS = ModelDimensions(n_mels=80, n_audio_ctx=100, n_audio_state=32, n_audio_head=2, n_audio_layer=1,
                        n_vocab=51864, n_text_ctx=32, n_text_state=32, n_text_head=2, n_text_layer=2)
-GREEDY = TranscribeOptions(temperatures=(0.0,), progress=False)
-TK = tokenizer_for(Whisper(DIMS))
+GREEDY = TranscribeOptions(fallback=FallbackOptions((0.0,)), progress=False)
+TK = whisper_vocabulary(Whisper(DIMS))
 WORD = TK.encode(" hello")[0]
 
 
@@ -85,15 +86,15 @@ def test_prompt_is_cut_as_the_reference_cuts_it(monkeypatch):
     initial prompt in the first window only."""
     prompts = []
 
-    def spy(model, features, opts, tokenizer=None, decoding=None):
-        prompts.append(decoding.prompt)
-        return decode_with_fallback(model, features, opts, tokenizer, decoding)
+    def spy(model, features, options, tokenizer, fallback):
+        prompts.append(options.prompt)
+        return decode_with_fallback(model, features, options, tokenizer, fallback)
 
-    monkeypatch.setattr("whisper_scratch.transcriber.decode_with_fallback", spy)
+    monkeypatch.setattr("whisper_scratch.inference.longform.decode_with_fallback", spy)
     model = chatty_model()
     for condition in (True, False):
         transcribe_long(model, noise(5), TranscribeOptions(decoding=DecodingOptions(prompt="Hi there."),
-                                                           temperatures=(0.0,), progress=False,
+                                                           fallback=FallbackOptions((0.0,)), progress=False,
                                                            condition_on_previous_text=condition))
     initial = TK.encode(" Hi there.")
     conditioned, independent = prompts[:3], prompts[3:]
@@ -122,7 +123,7 @@ def test_clip_timestamps():
     assert _clips((0.0,), 9000) == [(0, 9000)]
     assert _clips((10.0, 20.5, 50.0), 9000) == [(1000, 2050), (5000, 9000)]
     assert _clips((10.0, 100.0, 120.0, 130.0), 9000) == [(1000, 9000), (9000, 9000)]
-    result = transcribe_long(chatty_model(), noise(13), TranscribeOptions(temperatures=(0.0,), progress=False,
+    result = transcribe_long(chatty_model(), noise(13), TranscribeOptions(fallback=FallbackOptions((0.0,)), progress=False,
                                                                           clip_timestamps=(3.0, 6.5, 10.0)))
     assert [s["start"] for s in result["segments"]] == [3.0, 5.0, 10.0, 12.0]
     assert result["segments"][1]["end"] == 6.5
@@ -142,13 +143,13 @@ def _failing_after(n: int, error: BaseException):
 
 def test_a_failure_part_way_keeps_the_windows_done(monkeypatch, tmp_path):
     model = chatty_model()
-    monkeypatch.setattr("whisper_scratch.transcriber.decode_with_fallback", _failing_after(2, RuntimeError("boom")))
+    monkeypatch.setattr("whisper_scratch.inference.longform.decode_with_fallback", _failing_after(2, RuntimeError("boom")))
     with pytest.raises(TranscriptionStopped, match="decoding stopped at 4.0 s of 13.0 s .boom.") as stopped:
         transcribe_long(model, noise(13), GREEDY)
     assert [s["start"] for s in stopped.value.result["segments"]] == [0, 2]
     assert stopped.value.result["text"].startswith("hello hello")
 
-    monkeypatch.setattr("whisper_scratch.transcriber.decode_with_fallback", _failing_after(3, KeyboardInterrupt()))
+    monkeypatch.setattr("whisper_scratch.inference.longform.decode_with_fallback", _failing_after(3, KeyboardInterrupt()))
     with pytest.raises(Interrupted) as interrupted:
         transcribe_long(model, noise(13), GREEDY)
     assert [s["start"] for s in interrupted.value.results[0]["segments"]] == [0, 2, 4]
@@ -158,7 +159,7 @@ def test_files_go_on_after_a_long_one_fails(monkeypatch, tmp_path):
     model = chatty_model()
     sf.write(tmp_path / "long.wav", noise(9), SAMPLE_RATE)
     sf.write(tmp_path / "other.wav", noise(5, seed=1), SAMPLE_RATE)
-    monkeypatch.setattr("whisper_scratch.transcriber.decode_with_fallback", _failing_after(1, RuntimeError("boom")))
+    monkeypatch.setattr("whisper_scratch.inference.longform.decode_with_fallback", _failing_after(1, RuntimeError("boom")))
     results, failed = transcribe_files(model, [tmp_path / "long.wav", tmp_path / "other.wav"], GREEDY)
     assert [Path(p).name for p, _ in failed] == ["long.wav", "other.wav"]
     assert "decoding stopped at 2.0 s of 9.0 s" in failed[0][1] and "boom" in failed[1][1]
@@ -170,7 +171,7 @@ def test_cli_writes_what_was_done(monkeypatch, capsys, tmp_path, error, code):
     """Ctrl-C or an error in the third window: the first two windows are written."""
     save_model(chatty_model(), tmp_path / "model.pt")
     sf.write(tmp_path / "long.wav", noise(13), SAMPLE_RATE)
-    monkeypatch.setattr("whisper_scratch.transcriber.decode_with_fallback", _failing_after(2, error))
+    monkeypatch.setattr("whisper_scratch.inference.longform.decode_with_fallback", _failing_after(2, error))
     out = tmp_path / "long.srt"
     got = transcribe.main(["--model_path", str(tmp_path / "model.pt"), "--audio_path", str(tmp_path / "long.wav"),
                            "--output_file", str(out), "--device", "cpu", "--no_fallback"])
@@ -260,14 +261,14 @@ def test_cli_word_options_need_word_timestamps(capsys):
 def test_a_size_name_brings_openai_s_alignment_heads(monkeypatch, tmp_path):
     """OpenAI's .pt files do not hold their alignment heads; loading by size name adds the
     published ones, and a fine-tuned model saved in our format keeps them."""
-    from whisper_scratch.checkpoint import load_checkpoint, model_from_checkpoint
-    from whisper_scratch.download import ALIGNMENT_HEADS
-    from whisper_scratch.model import SIZES
+    from whisper_scratch.model.checkpoint import load_checkpoint, model_from_checkpoint
+    from whisper_scratch.model.download import ALIGNMENT_HEADS
+    from whisper_scratch.model.whisper import SIZES
 
     small = Whisper(ModelDimensions(**{**SIZES["tiny.en"].to_dict(), "n_audio_layer": 1, "n_audio_state": 8,
                                        "n_text_state": 12, "n_vocab": 51864}))
     export_openai(small, tmp_path / "tiny.en.pt")
-    monkeypatch.setattr("whisper_scratch.checkpoint.download", lambda name: tmp_path / f"{name}.pt")
+    monkeypatch.setattr("whisper_scratch.model.checkpoint.download", lambda name: tmp_path / f"{name}.pt")
     ckpt = load_checkpoint("tiny.en")
     assert ckpt.alignment_heads == list(ALIGNMENT_HEADS["tiny.en"]) == [(1, 0), (2, 0), (2, 5), (3, 0), (3, 1),
                                                                        (3, 2), (3, 3), (3, 4)]
@@ -285,8 +286,8 @@ def test_alignment_heads_table_is_openai_s():
 
     from whisper import _ALIGNMENT_HEADS
 
-    from whisper_scratch.download import ALIGNMENT_HEADS
-    from whisper_scratch.model import SIZES
+    from whisper_scratch.model.download import ALIGNMENT_HEADS
+    from whisper_scratch.model.whisper import SIZES
 
     assert set(ALIGNMENT_HEADS) == set(_ALIGNMENT_HEADS)
     for name, blob in _ALIGNMENT_HEADS.items():
@@ -337,7 +338,7 @@ def tiny_en_openai(tiny_en, tmp_path_factory):
 def _ours(model, audio, **options) -> dict:
     prompt = options.pop("initial_prompt", None)
     opts = TranscribeOptions(decoding=DecodingOptions(prompt=prompt, language=options.pop("language", None)),
-                             temperatures=(0.0,), progress=False, **options)
+                             fallback=FallbackOptions((0.0,)), progress=False, **options)
     return transcribe_long(model, audio, opts)
 
 
@@ -428,7 +429,7 @@ def test_jfk_word_timestamps_and_subtitles_match_openai_whisper(tiny_en, tiny_en
 
     path = shared_data / "samples/jfk.flac"
     results, _ = transcribe_files(tiny_en, [path], TranscribeOptions(
-        decoding=DecodingOptions(language="en"), temperatures=(0.0,), progress=False, word_timestamps=True))
+        decoding=DecodingOptions(language="en"), fallback=FallbackOptions((0.0,)), progress=False, word_timestamps=True))
     theirs = _theirs(tiny_en_openai, load_audio(path), word_timestamps=True)
     assert_words_close(results[0], theirs, share=1.0)
     for ext, lines in (("srt", LineOptions(max_line_width=20, max_line_count=2)),

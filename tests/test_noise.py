@@ -1,4 +1,4 @@
-"""Evaluation under noise (whisper_scratch/noisy_eval.py, transcribe.py --noise_dir, train.py
+"""Evaluation under noise (whisper_scratch/evaluation/noisy.py, transcribe.py --noise_dir, train.py
 --eval-noise-dir): the mix has the SNR asked for, a clip always gets the same noise, two
 evaluations are identical, and a dual-attention model before training transcribes noisy audio
 exactly as the plain model does.
@@ -7,26 +7,24 @@ Default tests use the clips in tests/data and noise made here; `shared` tests us
 and the recorded noise of ../shared/data/noise."""
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # transcribe.py and train.py are scripts at the repo root
-    sys.path.insert(0, str(REPO))
+from whisper_scratch.audio.geometry import SAMPLE_RATE
+from whisper_scratch.audio.io import load_audio
+from whisper_scratch.audio.noise import NoiseMixer, clip_keys, pink_noise, white_noise
+from whisper_scratch.cli import train, transcribe
+from whisper_scratch.data.manifest import read_manifest
+from whisper_scratch.evaluation.noisy import NoisyRun, parse_snrs, score_run, transcribe_noisy
+from whisper_scratch.inference.options import TranscribeOptions
+from whisper_scratch.inference.transcriber import transcribe_files
+from whisper_scratch.model.checkpoint import load_model
 
-import train  # noqa: E402
-import transcribe  # noqa: E402
-from whisper_scratch.audio import SAMPLE_RATE, load_audio  # noqa: E402
-from whisper_scratch.augment import pink_noise, white_noise  # noqa: E402
-from whisper_scratch.checkpoint import load_model  # noqa: E402
-from whisper_scratch.manifest import read_manifest  # noqa: E402
-from whisper_scratch.noisy_eval import (NoiseMixer, NoisyRun, clip_keys, parse_snrs, score_run,  # noqa: E402
-                                        transcribe_noisy)
-from whisper_scratch.transcriber import TranscribeOptions, transcribe_files  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
+
 
 ASTERISK = REPO / "tests/data/asterisk16"
 SNRS = (20.0, 10.0, 5.0, 0.0, -5.0)

@@ -1,8 +1,7 @@
-"""The noise-robustness experiment (whisper_scratch/noise_experiment.py, bench/noise_robustness.py):
+"""The noise-robustness experiment (whisper_scratch/experiments/noise_study.py, bench/noise_robustness.py):
 what each arm trains, the matched LoRA size, the split by prompt, the whole pipeline on a small
 random model, and (shared) that its evaluation of the stock model is transcribe.py's."""
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,21 +9,35 @@ import pytest
 import soundfile as sf
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from whisper_scratch.audio.geometry import SAMPLE_RATE
+from whisper_scratch.audio.noise import (
+    NoiseMixer,
+    pink_noise,
+    white_noise,
+)
+from whisper_scratch.data.manifest import read_manifest
+from whisper_scratch.evaluation.noisy import score_run, transcribe_noisy
+from whisper_scratch.experiments.noise_study import (
+    ARMS,
+    ExperimentConfig,
+    build_arm,
+    evaluate_arms,
+    load_clips,
+    lora_rank_matching,
+    markdown_table,
+    noise_branch_parameters,
+    run_experiment,
+    score,
+    split_by_prompt,
+)
+from whisper_scratch.inference.decoding import DecodingOptions, FallbackOptions
+from whisper_scratch.inference.options import TranscribeOptions
+from whisper_scratch.model.checkpoint import load_model, save_model
+from whisper_scratch.model.loaded import whisper_vocabulary
+from whisper_scratch.model.whisper import ModelDimensions, Whisper
 
-from whisper_scratch.audio import SAMPLE_RATE  # noqa: E402
-from whisper_scratch.augment import pink_noise, white_noise  # noqa: E402
-from whisper_scratch.checkpoint import load_model, save_model  # noqa: E402
-from whisper_scratch.decoding import DecodingOptions, tokenizer_for  # noqa: E402
-from whisper_scratch.manifest import read_manifest  # noqa: E402
-from whisper_scratch.model import ModelDimensions, Whisper  # noqa: E402
-from whisper_scratch.noise_experiment import (ARMS, ExperimentConfig, build_arm, evaluate_arms, load_clips,  # noqa: E402
-                                              lora_rank_matching, markdown_table, noise_branch_parameters,
-                                              run_experiment, score, split_by_prompt)
-from whisper_scratch.noisy_eval import NoiseMixer, score_run, transcribe_noisy  # noqa: E402
-from whisper_scratch.transcriber import TranscribeOptions  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
+
 
 ASTERISK = REPO / "tests/data/asterisk16/manifest.jsonl"
 # 10-second windows: every clip of tests/data/asterisk16 fits; small enough to train in seconds.
@@ -126,19 +139,19 @@ def test_training_moves_the_trained_arms_the_same_way_every_time(small, tmp_path
 @pytest.mark.shared
 def test_stock_evaluation_is_transcribe_pys(tiny_en_dir, shared_data):
     """The experiment's noisy test clips and greedy decoding give exactly the transcripts of the
-    transcribe.py path (noisy_eval.transcribe_noisy) with greedy decoding and no silence gate."""
+    transcribe.py path (evaluation.noisy.transcribe_noisy) with greedy decoding and no silence gate."""
     cfg = ExperimentConfig(manifest=shared_data / "asterisk-en/manifest.jsonl", train_noise=shared_data / "noise/train",
                            test_noise=shared_data / "noise/test", model=str(tiny_en_dir), eval_clips=6,
                            eval_snrs=(5.0, -5.0), picture_snr=5.0, eval_batch_size=3)
     stock = load_model(cfg.model).eval()
-    tokenizer = tokenizer_for(stock)
+    tokenizer = whisper_vocabulary(stock)
     _, test_rows = split_by_prompt(read_manifest(cfg.manifest), cfg.test_fraction, cfg.seed, cfg.language)
     clips, _ = load_clips(test_rows, cfg.eval_clips, cfg.seed, 480000)
     ours, _ = evaluate_arms({"stock": stock}, clips, cfg, tokenizer, progress=lambda _: None)
     rows = [c.utterance for c in clips]
     opts = TranscribeOptions(decoding=DecodingOptions(language="en", without_timestamps=True,
                                                       sample_len=cfg.sample_len),
-                             batch_size=3, temperatures=(0.0,), no_speech_threshold=None, progress=False)
+                             batch_size=3, fallback=FallbackOptions((0.0,), no_speech_threshold=None), progress=False)
     runs = transcribe_noisy(stock, [r.audio for r in rows], opts, tokenizer, NoiseMixer(cfg.test_noise), cfg.eval_snrs)
     for run in runs:
         theirs = [u["hypothesis"] for u in score_run(run, rows, "en").utterances]

@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from whisper_scratch.audio import load_audio, log_mel_spectrogram, log_mel_window, pad_or_trim
-from whisper_scratch.checkpoint import export_openai, load_model
-from whisper_scratch.decoding import DecodingOptions, decode
-from whisper_scratch.metrics import error_rates
-from whisper_scratch.transcriber import TranscribeOptions, transcribe_files
+from whisper_scratch.audio.features import log_mel_spectrogram, log_mel_window, pad_or_trim
+from whisper_scratch.audio.io import load_audio
+from whisper_scratch.evaluation.metrics import error_rates
+from whisper_scratch.inference.decoding import DecodingOptions, FallbackOptions, decode
+from whisper_scratch.inference.options import TranscribeOptions
+from whisper_scratch.inference.transcriber import transcribe_files
+from whisper_scratch.model.checkpoint import export_openai, load_model
 
 pytestmark = pytest.mark.shared
 
@@ -51,7 +53,7 @@ def faster_whisper_texts(model_dir, paths, beam_size: int, language: str = "en")
 def our_texts(model, paths, beam_size: int | None, language: str = "en", trim_padding: bool = False,
               silence_padding: bool = False) -> list[str]:
     opts = TranscribeOptions(decoding=DecodingOptions(language=language, beam_size=beam_size, without_timestamps=True),
-                             temperatures=(0.0,), batch_size=8, progress=False, condition_on_previous_text=False,
+                             fallback=FallbackOptions((0.0,)), batch_size=8, progress=False, condition_on_previous_text=False,
                              trim_padding=trim_padding, silence_padding=silence_padding)
     results, failed = transcribe_files(model, paths, opts)
     assert not failed
@@ -137,13 +139,14 @@ def test_matches_openai_whisper(which, request, shared_data, tmp_path):
 
 
 def test_language_detection_base(shared_data, base):
-    from whisper_scratch.decoding import detect_language, tokenizer_for
+    from whisper_scratch.inference.decoding import detect_language
+    from whisper_scratch.model.loaded import whisper_vocabulary
 
     jfk = log_mel_spectrogram(pad_or_trim(load_audio(shared_data / "samples/jfk.flac")))
     multi = load_audio(shared_data / "samples/multilingual.mp3")
     german = log_mel_spectrogram(pad_or_trim(multi[30 * 16000:]))
     with torch.no_grad():
-        codes, probs = detect_language(base, base.embed_audio(torch.stack([jfk, german])), tokenizer_for(base))
+        codes, probs = detect_language(base, base.embed_audio(torch.stack([jfk, german])), whisper_vocabulary(base))
     assert codes == ["en", "de"]
     assert probs[0]["en"] > 0.9
 
@@ -163,7 +166,7 @@ def test_dual_attention_at_init_is_the_pretrained_model(shared_data, tiny_en_dir
     saved and loaded it is unchanged; its OpenAI export loads into openai-whisper and agrees."""
     import whisper
 
-    from whisper_scratch.checkpoint import save_model
+    from whisper_scratch.model.checkpoint import save_model
 
     plain = load_model(tiny_en_dir)
     dual = load_model(tiny_en_dir, dual_attention=True)

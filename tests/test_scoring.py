@@ -9,9 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from whisper_scratch.metrics import error_rates
-from whisper_scratch.normalizers import (
-    BasicTextNormalizer, EnglishNumberNormalizer, EnglishTextNormalizer, get_normalizer,
+from whisper_scratch.evaluation.metrics import error_rates
+from whisper_scratch.evaluation.normalizers import (
+    BasicTextNormalizer,
+    EnglishNumberNormalizer,
+    EnglishTextNormalizer,
+    get_normalizer,
 )
 
 english = EnglishTextNormalizer()
@@ -145,7 +148,8 @@ def _has_marks(text: str) -> bool:
 def assert_same_as_openai_whisper(texts: list[str], language: str) -> None:
     """Our normaliser for `language` gives exactly openai-whisper's output on every text (texts
     with combining marks are refused: there the basic normalisers differ on purpose)."""
-    from whisper.normalizers import BasicTextNormalizer as TheirBasic, EnglishTextNormalizer as TheirEnglish
+    from whisper.normalizers import BasicTextNormalizer as TheirBasic
+    from whisper.normalizers import EnglishTextNormalizer as TheirEnglish
 
     theirs = TheirEnglish() if language == "en" else TheirBasic()
     ours = get_normalizer(language)
@@ -157,7 +161,8 @@ def assert_same_as_openai_whisper(texts: list[str], language: str) -> None:
 
 @pytest.mark.shared
 def test_tricky_cases_are_openai_whispers():
-    from whisper.normalizers import BasicTextNormalizer as TheirBasic, EnglishTextNormalizer as TheirEnglish
+    from whisper.normalizers import BasicTextNormalizer as TheirBasic
+    from whisper.normalizers import EnglishTextNormalizer as TheirEnglish
 
     theirs = TheirEnglish()
     assert [(t, theirs(t)) for t, _ in ENGLISH_CASES] == ENGLISH_CASES

@@ -1,12 +1,14 @@
 """Tests for lenient scoring (our normaliser, compounds joined), plain WER/CER and the output
 writers. The standard scoring (openai-whisper's rules) is tested in test_scoring.py."""
 import json
+import os
+import stat
 
 import pytest
 
-from whisper_scratch.lenient import LenientEnglishNormalizer, LenientTextNormalizer, lenient_normalizer
-from whisper_scratch.metrics import cer, error_rates, wer
-from whisper_scratch.writers import SUPPORTED_EXTENSIONS, format_timestamp, write_evaluation, write_results
+from whisper_scratch.evaluation.lenient import LenientEnglishNormalizer, LenientTextNormalizer, lenient_normalizer
+from whisper_scratch.evaluation.metrics import cer, error_rates, wer
+from whisper_scratch.inference.writers import SUPPORTED_EXTENSIONS, format_timestamp, write_evaluation, write_results
 
 english = LenientEnglishNormalizer()
 basic = LenientTextNormalizer()
@@ -55,6 +57,24 @@ def test_english_numbers(text, expected):
     assert english(text) == expected
 
 
+# The basic normaliser keeps letters of every script and their combining marks.
+BASIC = [
+    ("Příliš žluťoučký kůň úpěl ďábelské ódy!", "příliš žluťoučký kůň úpěl ďábelské ódy"),
+    ("नमस्ते, दुनिया! क्या हाल है? मैं ठीक हूँ।", "नमस्ते दुनिया क्या हाल है मैं ठीक हूँ"),
+    ("Сайн байна уу? Өнөөдөр сайхан өдөр.", "сайн байна уу өнөөдөр сайхан өдөр"),
+    ("Bakı şəhərində [musiqi] yaşayır.", "bakı şəhərində yaşayır"),
+    ("Stojí to 3,5 Kč (asi).", "stojí to 3,5 kč"),
+    ("Ｆｕｌｌ　ｗｉｄｔｈ ﬁne", "full width fine"),
+    ("zero\u200bwidth", "zerowidth"),
+    ("l'homme d’état", "l homme d état"),
+]
+
+
+@pytest.mark.parametrize("text, expected", BASIC)
+def test_basic_keeps_letters_and_marks(text, expected):
+    assert basic(text) == expected
+
+
 @pytest.mark.parametrize("whisper, human", [
     ("Press 1 to continue.", "press one to continue"),
     ("Press 1, 2, 3.", "press one two three"),
@@ -83,18 +103,6 @@ def test_english_punctuation_brackets_fillers():
     assert english("") == "" and english("$ %") == "" and english("percent") == "percent"
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("Příliš žluťoučký kůň úpěl ďábelské ódy!", "příliš žluťoučký kůň úpěl ďábelské ódy"),
-    ("नमस्ते, दुनिया! क्या हाल है? मैं ठीक हूँ।", "नमस्ते दुनिया क्या हाल है मैं ठीक हूँ"),
-    ("Сайн байна уу? Өнөөдөр сайхан өдөр.", "сайн байна уу өнөөдөр сайхан өдөр"),
-    ("Bakı şəhərində [musiqi] yaşayır.", "bakı şəhərində yaşayır"),
-    ("Stojí to 3,5 Kč (asi).", "stojí to 3,5 kč"),
-    ("Ｆｕｌｌ　ｗｉｄｔｈ ﬁne", "full width fine"),
-    ("zero\u200bwidth", "zerowidth"),
-    ("l'homme d’état", "l homme d état"),
-])
-def test_basic_keeps_letters_and_marks(text, expected):
-    assert basic(text) == expected
 
 
 def test_basic_options_and_language():
@@ -243,11 +251,22 @@ def test_atomic_write_leaves_no_temp_files(tmp_path, monkeypatch):
 
     def fail(*args):
         raise OSError("disk full")
-    monkeypatch.setattr("whisper_scratch.writers.os.replace", fail)
+    monkeypatch.setattr("whisper_scratch.common.files.os.replace", fail)
     with pytest.raises(OSError):
         write_results([RESULT], path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
     assert json.loads(path.read_text()) == [OTHER]  # the old file survives a failed write
+
+
+@pytest.mark.parametrize("ext", SUPPORTED_EXTENSIONS)
+def test_written_transcripts_get_the_users_umask_permissions(tmp_path, ext):
+    """Like any file the user creates (0644 under umask 022), not mkstemp's private 0600."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    write_results([RESULT], tmp_path / f"out{ext}")
+    write_evaluation(tmp_path / "eval.json", 0.1, 0.05, [{"audio": "a.wav", "reference": "a", "hypothesis": "a"}])
+    for path in (tmp_path / f"out{ext}", tmp_path / "eval.json"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path
 
 
 def test_unknown_extension(tmp_path):

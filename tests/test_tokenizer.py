@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tokenizer import (
+from whisper_scratch.tokenizer import (
     LANGUAGES,
     TO_LANGUAGE_CODE,
     SentencePieceWhisperTokenizer,
@@ -232,7 +232,7 @@ def test_sentencepiece_bpe(tmp_path):
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "tokenizer", *args], cwd=REPO, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "whisper_scratch", "tokenizer", *args], cwd=REPO, capture_output=True, text=True, timeout=120
     )
 
 
@@ -249,7 +249,7 @@ def test_cli_train_jsonl(tmp_path):
 
 
 def test_cli_train_common_voice_tsv(tmp_path):
-    from tokenizer.__main__ import main
+    from whisper_scratch.cli.tokenizer import main
 
     manifest = tmp_path / "train.tsv"
     rows = ["client_id\tpath\tsentence\tup_votes"] + [f"c{i}\tx{i}.mp3\t{s}\t2" for i, s in enumerate(SENTENCES)]
@@ -265,7 +265,7 @@ def test_cli_train_common_voice_tsv(tmp_path):
         ("bad.jsonl", '{"text": "ok"}\nnot json\n', "bad.jsonl:2"),
         ("bad.jsonl", '{"sentence": "wrong field"}\n', '"text"'),
         ("bad.tsv", "path\ttext\nx.mp3\thello\n", '"sentence"'),
-        ("bad.txt", "hello\n", ".jsonl or .tsv"),
+        ("bad.wav", "hello\n", ".txt, .jsonl, .csv or a Common Voice .tsv"),
         ("missing.jsonl", None, "missing.jsonl"),
     ],
 )

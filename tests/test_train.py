@@ -14,14 +14,14 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-import train
-from whisper_scratch.checkpoint import load_checkpoint, load_model, save_model
-from whisper_scratch.data import UNREADABLE
-from whisper_scratch.formats import safe_torch_load
-from whisper_scratch.metrics import error_rates
-from whisper_scratch.model import ModelDimensions, Whisper, _GeluLinear
-from whisper_scratch.train_setup import precision_warning
-from whisper_scratch.trainer import Trainer, evaluate
+from whisper_scratch.cli import train
+from whisper_scratch.evaluation.metrics import error_rates
+from whisper_scratch.model.checkpoint import load_checkpoint, load_model, save_model
+from whisper_scratch.model.formats import safe_torch_load
+from whisper_scratch.model.whisper import ModelDimensions, Whisper, _GeluLinear
+from whisper_scratch.training.dataset import UNREADABLE
+from whisper_scratch.training.loop import Trainer, evaluate
+from whisper_scratch.training.setup import precision_warning
 
 REPO = Path(__file__).resolve().parents[1]
 ASTERISK = REPO / "tests/data/asterisk16/manifest.jsonl"
@@ -71,7 +71,7 @@ def assert_same_training(reference: Path, other: Path) -> None:
     """Same losses and weights up to float summation order. Adam divides each step by the gradient's
     own scale, so a weight whose gradient is nearly zero moves by an amount set by the last bits of
     that gradient: the weights get an absolute bound of 1 % of one step (lr 1e-3), not 1e-6."""
-    assert [l for _, l in losses(other)] == pytest.approx([l for _, l in losses(reference)], rel=1e-5)
+    assert [loss for _, loss in losses(other)] == pytest.approx([loss for _, loss in losses(reference)], rel=1e-5)
     a, b = weights(reference / "last"), weights(other / "last")
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-5)

@@ -2,11 +2,10 @@
 WER: test_parity)."""
 import torch
 
-from whisper_scratch.decoding import DecodingResult
-
-from whisper_scratch.model import ModelDimensions, Whisper
-from whisper_scratch.transcriber import (TRIM_MARGIN, TRIM_STEP, TranscribeOptions, _best_attempt, trimmed_frames,
-                                         embed_audio, padding_features)
+from whisper_scratch.audio.geometry import TRIM_MARGIN, TRIM_STEP, trimmed_frames
+from whisper_scratch.inference.clips import embed_audio, padding_features
+from whisper_scratch.inference.decoding import DecodingResult, FallbackOptions
+from whisper_scratch.model.whisper import ModelDimensions, Whisper
 
 DIMS = ModelDimensions(n_mels=8, n_audio_ctx=1000, n_audio_state=16, n_audio_head=2, n_audio_layer=1,
                        n_vocab=51864, n_text_ctx=8, n_text_state=16, n_text_head=2, n_text_layer=1)
@@ -44,8 +43,8 @@ def _result(text: str, avg_logprob: float, compression_ratio: float) -> Decoding
 
 
 def test_failed_fallback_keeps_the_most_likely_attempt_that_does_not_loop():
-    opts = TranscribeOptions()  # compression ratio limit 2.4
+    fallback = FallbackOptions()  # compression ratio limit 2.4
     looping = _result("go go go go", -0.5, 3.0)
     unlikely, likelier = _result("gee", -1.8, 1.0), _result("see", -1.2, 1.0)
-    assert _best_attempt([unlikely, looping, likelier, _result("noise", -2.5, 1.1)], opts) is likelier
-    assert _best_attempt([_result("la la la", -0.9, 2.9), looping], opts) is looping  # all loop: most likely
+    assert fallback.best_attempt([unlikely, looping, likelier, _result("noise", -2.5, 1.1)]) is likelier
+    assert fallback.best_attempt([_result("la la la", -0.9, 2.9), looping]) is looping  # all loop: most likely

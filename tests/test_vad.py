@@ -1,12 +1,11 @@
-"""Voice activity detection (whisper_scratch/vad.py) and batched long-form transcription
-(whisper_scratch/batched.py, transcribe.py --batched).
+"""Voice activity detection (whisper_scratch/inference/vad.py) and batched long-form transcription
+(whisper_scratch/inference/batched.py, transcribe.py --batched).
 
 Default tests: the chunk plan and the time mapping, the VAD's block-wise run, loading errors and
 the missing-package line. `shared` tests: our Silero network against the silero-vad package's own
 TorchScript model, our interval rules against faster-whisper's, the VAD on real speech, digital
 silence and real noise, and tiny.en on a 5-minute recording built from asterisk-en clips."""
 import json
-import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -15,18 +14,27 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from whisper_scratch import vad as vad_module
-from whisper_scratch.audio import SAMPLE_RATE, load_audio
-from whisper_scratch.batched import SEAM_TOLERANCE, Chunk, chunk_speech
-from whisper_scratch.formats import CheckpointError
-from whisper_scratch.vad import (SILERO_NAMES, WINDOW, SileroVAD, VadOptions, VadUnavailable, detect_speech,
-                                 load_silero_vad, silero_weights_path, speech_intervals, speech_probabilities)
+from whisper_scratch.audio.geometry import SAMPLE_RATE
+from whisper_scratch.audio.io import load_audio
+from whisper_scratch.cli import transcribe
+from whisper_scratch.inference import vad as vad_module
+from whisper_scratch.inference.batched import SEAM_TOLERANCE, Chunk, chunk_speech
+from whisper_scratch.inference.vad import (
+    SILERO_NAMES,
+    WINDOW,
+    SileroVAD,
+    VadOptions,
+    VadUnavailable,
+    detect_speech,
+    load_silero_vad,
+    silero_weights_path,
+    speech_intervals,
+    speech_probabilities,
+)
+from whisper_scratch.model.formats import CheckpointError
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
-import transcribe  # noqa: E402
 
 SR = SAMPLE_RATE
 
@@ -77,9 +85,9 @@ def test_times_map_back_to_the_recording():
 
 
 def test_a_chunk_whose_decoding_stops_early_is_decoded_again_from_its_last_boundary():
-    from tokenizer import get_tokenizer
-    from whisper_scratch.batched import _rest
-    from whisper_scratch.decoding import DecodingResult
+    from whisper_scratch.inference.batched import _rest
+    from whisper_scratch.inference.decoding import DecodingResult
+    from whisper_scratch.tokenizer import get_tokenizer
 
     tk = get_tokenizer(False)
     ts, hello, world = tk.timestamp_begin, tk.encode(" hello"), tk.encode(" world")
@@ -165,7 +173,9 @@ def test_network_matches_the_packages_torchscript_model(shared_data):
                     for i in range(0, len(padded), WINDOW)]
     got = speech_probabilities(ours, audio)
     assert len(got) == len(expected) == 344
-    np.testing.assert_allclose(got, expected, atol=1e-5)
+    # float32 with a different summation order (the LSTM over the sequence against one cell stepped
+    # window by window, convolution kernels that depend on the thread count): about 1e-5 apart.
+    np.testing.assert_allclose(got, expected, atol=5e-5)
 
 
 def _runs(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -253,10 +263,11 @@ def long_recording(shared_data) -> tuple[np.ndarray, list[tuple[float, float]], 
 
 @pytest.mark.shared
 def test_batched_long_recording_matches_its_clips_and_places_every_segment(shared_data, tiny_en_dir, detector):
-    from whisper_scratch.batched import transcribe_batched
-    from whisper_scratch.checkpoint import load_model
-    from whisper_scratch.metrics import error_rates
-    from whisper_scratch.transcriber import TranscribeOptions, transcribe_files
+    from whisper_scratch.evaluation.metrics import error_rates
+    from whisper_scratch.inference.batched import transcribe_batched
+    from whisper_scratch.inference.options import TranscribeOptions
+    from whisper_scratch.inference.transcriber import transcribe_files
+    from whisper_scratch.model.checkpoint import load_model
 
     model = load_model(tiny_en_dir)
     audio, placed, texts, paths = long_recording(shared_data)
@@ -291,9 +302,10 @@ def test_batched_long_recording_matches_its_clips_and_places_every_segment(share
 def test_batched_word_times_map_back_like_the_clip_path(shared_data, tiny_en_dir, detector):
     """jfk.flac is one chunk whose pauses are partly cut out: its words, mapped back, start where
     the plain clip path (the whole recording in one window) puts them."""
-    from whisper_scratch.batched import transcribe_batched
-    from whisper_scratch.checkpoint import load_model
-    from whisper_scratch.transcriber import TranscribeOptions, transcribe_files
+    from whisper_scratch.inference.batched import transcribe_batched
+    from whisper_scratch.inference.options import TranscribeOptions
+    from whisper_scratch.inference.transcriber import transcribe_files
+    from whisper_scratch.model.checkpoint import load_model
 
     model = load_model(tiny_en_dir)
     opts = TranscribeOptions(progress=False, word_timestamps=True)

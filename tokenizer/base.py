@@ -95,11 +95,15 @@ class TokenizerBase:
         self.language: str | None = language
         self.task: str | None = task
 
-        sequence = [self.sot]
-        if language is not None:
-            sequence += [self.to_language_token(language), self.transcribe if task == "transcribe" else self.translate]
-        self.sot_sequence: tuple[int, ...] = tuple(sequence)
-        self.sot_sequence_including_notimestamps: tuple[int, ...] = (*sequence, self.no_timestamps)
+        self.sot_sequence: tuple[int, ...] = self.start_sequence(language, task) if language else (self.sot,)
+        self.sot_sequence_including_notimestamps: tuple[int, ...] = (*self.sot_sequence, self.no_timestamps)
+
+    def start_sequence(self, language: str, task: str = "transcribe") -> tuple[int, ...]:
+        """<|startoftranscript|>, then <|language|> <|task|> in a multilingual vocabulary: what a
+        transcript in `language` (a code this vocabulary has) starts with."""
+        if not self.is_multilingual:
+            return (self.sot,)
+        return (self.sot, self.to_language_token(language), self.translate if task == "translate" else self.transcribe)
 
     def encode(self, text: str) -> list[int]:
         raise NotImplementedError
@@ -138,9 +142,12 @@ class TokenizerBase:
         found.discard(None)
         return tuple(sorted(found))
 
-    def split_to_word_tokens(self, ids: Sequence[int]) -> tuple[list[str], list[list[int]]]:
-        """Group `ids` into words (for word-level timestamps): the words' texts and their token ids."""
-        if self.language in NO_SPACE_LANGUAGES:
+    def split_to_word_tokens(self, ids: Sequence[int],
+                             language: str | None = None) -> tuple[list[str], list[list[int]]]:
+        """Group `ids` into words (for word-level timestamps): the words' texts and their token ids.
+        Text in `language` (default the tokenizer's own) without spaces between words is split by
+        character."""
+        if (language or self.language) in NO_SPACE_LANGUAGES:
             return self._split_on_characters(ids)
         words: list[str] = []
         word_ids: list[list[int]] = []

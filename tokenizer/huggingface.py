@@ -14,6 +14,7 @@ from typing import Any
 from .base import N_TIMESTAMPS
 from .whisper_bpe import WhisperTokenizer, load_ranks
 
+
 def _byte_chars() -> tuple[str, ...]:
     """Character of each byte: printable Latin-1 stands for itself; the other 68 bytes (controls,
     space, DEL, NBSP, soft hyphen) take the characters from U+0100 on, in byte order: " " is "Ġ"."""

@@ -1,0 +1,149 @@
+"""Fine-tune a pretrained Whisper or train one from scratch.
+
+  python train.py --local-data-dir cv-corpus-17.0/cs --init base --language cs
+  python train.py --train-manifest train.jsonl --eval-manifest dev.jsonl --whisper-size tiny --vocab-size 2000
+  python train.py --dataset my_saved_dataset --eval-split validation --init base --language mn
+  torchrun --nproc_per_node 4 train.py …        (DDP: one process per GPU)
+
+Flags may also come from a preset file: `python train.py @configs/demo.args` (one flag per line).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+from ..common.precision import DTYPES
+from ..data.splits import DataConfig, DataError
+from ..evaluation.metrics import SCORINGS
+from ..evaluation.noisy import parse_snrs
+from ..model.whisper import SIZES
+from ..training.augment import AugmentConfig
+from ..training.config import TrainConfig
+from ..training.loop import Trainer
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                fromfile_prefix_chars="@")
+    d = p.add_argument_group("data")
+    d.add_argument("--local-data-dir", type=Path, help="Common Voice language folder (train.tsv, dev.tsv, clips/)")
+    d.add_argument("--train-split", default="train",
+                   help="split for training: a Common Voice .tsv name (train, validated, …) or a --dataset split")
+    d.add_argument("--eval-split", default="dev",
+                   help="split for evaluation: a Common Voice .tsv name (dev, test, …) or a --dataset split")
+    d.add_argument("--train-manifest", type=Path, help="JSONL/CSV manifest or a folder of audio + .txt")
+    d.add_argument("--eval-manifest", type=Path, help="JSONL/CSV manifest or a folder of audio + .txt")
+    d.add_argument("--dataset", help="Hugging Face dataset: a save_to_disk folder, a folder of parquet/arrow "
+                                     "shards or an audiofolder, or a Hub name; --train-split and --eval-split "
+                                     "name its splits (e.g. --eval-split validation)")
+    d.add_argument("--dataset-config", help="the dataset's Hub configuration (e.g. a Common Voice language)")
+    d.add_argument("--audio-column", default="audio", help="--dataset: the audio column (default audio)")
+    d.add_argument("--text-column", help="--dataset: the transcript column (default: text, sentence, "
+                                         "transcription or transcript, whichever it has)")
+    d.add_argument("--language", help="language code of the data (sets the <|lang|> token)")
+    d.add_argument("--task", default="transcribe", choices=["transcribe", "translate"])
+    d.add_argument("--keep-chars", help="allowed characters; transcripts are normalised to this set")
+    d.add_argument("--min-duration", type=float, default=0.0)
+    d.add_argument("--max-duration", type=float, default=30.0, help="longer clips are skipped and counted")
+    d.add_argument("--timestamp-share", type=float, default=0.5,
+                   help="share of labels written with timestamps, as Whisper was trained (keeps timestamps alive)")
+    a = p.add_argument_group("augmentation")
+    a.add_argument("--spec-augment", action="store_true", help="SpecAugment time and frequency masks")
+    a.add_argument("--noise", action="store_true", help="mix noise into training audio")
+    a.add_argument("--noise-dir", type=Path, help="folder of noise recordings (else white/pink noise)")
+    a.add_argument("--snr-range", type=float, nargs=2, default=(5.0, 20.0), metavar=("LOW", "HIGH"))
+    m = p.add_argument_group("model")
+    m.add_argument("--init", help="checkpoint to fine-tune: size name, .pt, Hugging Face or CTranslate2 folder")
+    m.add_argument("--whisper-size", choices=sorted(SIZES), help="train from random weights with this size")
+    m.add_argument("--audio-ctx", type=int, help="from scratch: encoder positions (1500 = 30 s windows)")
+    m.add_argument("--text-ctx", type=int, help="from scratch: decoder context")
+    m.add_argument("--width", type=int, help="from scratch: override the size's width")
+    m.add_argument("--heads", type=int, help="from scratch: override the size's head count")
+    m.add_argument("--layers", type=int, help="from scratch: override the size's layer count")
+    m.add_argument("--vocab-size", type=int, default=1000, help="from scratch: SentencePiece pieces")
+    m.add_argument("--tokenizer-dir", type=Path, help="from scratch: reuse a trained SentencePiece vocabulary")
+    m.add_argument("--dual-attention", action="store_true", help="add the gated noise cross-attention")
+    m.add_argument("--freeze-encoder", action="store_true")
+    m.add_argument("--freeze-decoder", action="store_true", help="freeze all the decoder but the noise branch")
+    m.add_argument("--freeze-embeddings", action="store_true")
+    m.add_argument("--lora-rank", type=int, default=0, help="train LoRA adapters of this rank (merged on save)")
+    m.add_argument("--lora-alpha", type=float)
+    o = p.add_argument_group("optimisation")
+    o.add_argument("--train-batch-size", type=int, default=16)
+    o.add_argument("--eval-batch-size", type=int, default=16)
+    o.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
+    o.add_argument("--num-epochs", type=int, default=3)
+    o.add_argument("--max-steps", type=int, help="optimizer steps (overrides --num-epochs)")
+    o.add_argument("--learning-rate", type=float, default=1e-5)
+    o.add_argument("--weight-decay", type=float, default=0.01)
+    o.add_argument("--warmup-steps", type=int, default=50)
+    o.add_argument("--schedule", choices=["linear", "cosine", "constant"], default="linear")
+    o.add_argument("--max-grad-norm", type=float, default=1.0)
+    o.add_argument("--precision", choices=["auto", *DTYPES], default="auto")
+    o.add_argument("--grad-checkpointing", action="store_true", help="recompute activations to save memory")
+    o.add_argument("--optimizer", choices=["adamw", "adamw8bit"], default="adamw")
+    o.add_argument("--group-by-length", action="store_true", help="batch labels of similar length together")
+    o.add_argument("--cache-encoder", action="store_true",
+                   help="with --freeze-encoder: encode each clip once and train on the stored encoder outputs")
+    o.add_argument("--cache-variants", type=int, default=1,
+                   help="augmented versions of each clip to encode (epoch e uses version e %% N)")
+    o.add_argument("--cache-storage", choices=["fp32", "fp16"], default="fp32")
+    o.add_argument("--trim-padding", action="store_true",
+                   help="encode only each batch's clip frames plus 2 s; the rest of the 30 s window from a window "
+                        "of padding (several times less encoder work on short clips; a trainable encoder on a CPU)")
+    r = p.add_argument_group("run")
+    r.add_argument("--output-dir", type=Path, default=Path("runs/whisper"))
+    r.add_argument("--eval-every", type=int, default=200)
+    r.add_argument("--save-every", type=int, default=200)
+    r.add_argument("--log-every", type=int, default=10)
+    r.add_argument("--no-eval-before", action="store_true", help="skip the evaluation before training")
+    r.add_argument("--max-eval-utterances", type=int)
+    r.add_argument("--scoring", choices=SCORINGS, default="standard",
+                   help="WER/CER: standard (openai-whisper's normaliser, plain jiwer) or lenient (ours, "
+                        "compounds joined; not comparable with published figures)")
+    r.add_argument("--eval-noise-dir", type=Path,
+                   help="also evaluate with noise from this folder mixed in (same segment per clip every time)")
+    r.add_argument("--eval-snr", type=_snrs, default=(10.0, 0.0), metavar="DB,DB",
+                   help="SNRs in dB for --eval-noise-dir, comma-separated (default 10,0)")
+    r.add_argument("--num-workers", type=int, default=2, help="DataLoader workers decoding audio")
+    r.add_argument("--seed", type=int, default=1234)
+    r.add_argument("--device", default="auto")
+    r.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last exactly")
+    return p.parse_args(argv)
+
+
+def _snrs(text: str) -> tuple[float, ...]:
+    try:
+        return parse_snrs(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """Flags -> TrainConfig (the flag names are the dataclass field names with dashes)."""
+    values = vars(args)
+
+    def pick(cls):
+        return {f.name: values[f.name] for f in fields(cls) if f.name in values and values[f.name] is not None}
+
+    return TrainConfig(
+        data=DataConfig(**pick(DataConfig)),
+        augment=AugmentConfig(**pick(AugmentConfig)),
+        eval_before=not args.no_eval_before,
+        **{k: v for k, v in pick(TrainConfig).items() if k not in ("data", "augment")})
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        summary = Trainer(config_from_args(args)).run()
+    except (DataError, ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 130 if summary.get("stopped") else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

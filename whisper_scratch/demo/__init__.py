@@ -1,0 +1,1 @@
+"""The web page to try a model (Gradio, the optional [demo] extra)."""
