@@ -11,17 +11,19 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 from whisper_scratch.cli import train
+from whisper_scratch.common.device import precision_warning
 from whisper_scratch.evaluation.metrics import error_rates
 from whisper_scratch.model.checkpoint import load_checkpoint, load_model, save_model
 from whisper_scratch.model.formats import safe_torch_load
 from whisper_scratch.model.whisper import ModelDimensions, Whisper, _GeluLinear
 from whisper_scratch.training.dataset import UNREADABLE
 from whisper_scratch.training.loop import Trainer, evaluate
-from whisper_scratch.training.setup import precision_warning
 
 REPO = Path(__file__).resolve().parents[1]
 ASTERISK = REPO / "tests/data/asterisk16/manifest.jsonl"
@@ -169,11 +171,52 @@ def test_signal_handlers_are_restored_after_an_in_process_run(tmp_path):
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+def evaluations(out: Path) -> list[tuple[int, float, float]]:
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [(r["step"], r["eval_wer"], r["eval_cer"]) for r in rows if "eval_wer" in r]
+
+
 def test_ddp_two_processes_equal_one_with_double_batch(tmp_path, reference_run):
-    """torchrun, gloo, 2 ranks x batch 4 == 1 process x batch 8 (gradients averaged over ranks)."""
+    """torchrun, gloo, 2 ranks x batch 4 == 1 process x batch 8 (gradients averaged over ranks);
+    the final evaluation, each rank decoding half of the clips, scores what one process scores."""
     two = tmp_path / "two"
     torchrun(parity_args(reference_run, two, "--train-batch-size", "4"), port=29517)
     assert_same_training(reference_run, two)
+    assert evaluations(two) == evaluations(reference_run) and len(evaluations(two)) == 1
+
+
+def test_ddp_encoder_cache_and_noisy_evaluation_equal_one_process(tmp_path, reference_run):
+    """--cache-encoder under torchrun: rank 1 waits for rank 0's cache by watching its folder (no
+    collective to time out) and trains on it; the evaluation under noise, decoded half by each
+    rank, gives each clip the noise it gets in one process and scores what one process scores."""
+    noise = tmp_path / "noise"
+    noise.mkdir()
+    sf.write(noise / "white.wav", 0.05 * np.random.default_rng(0).standard_normal(16000), 16000)
+    frozen = ["--freeze-encoder", "--cache-encoder", "--eval-noise-dir", str(noise), "--eval-snr", "5"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert train.main(parity_args(reference_run, one, "--train-batch-size", "8", *frozen)) == 0
+    torchrun(parity_args(reference_run, two, "--train-batch-size", "4", *frozen), port=29520)
+    assert_same_training(one, two)
+    rows = [[json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if "eval_wer" in line]
+            for out in (one, two)]
+    assert [(r["eval_wer"], r["eval_wer_snr5"], r["eval_cer_snr5"]) for r in rows[1]] \
+        == [(r["eval_wer"], r["eval_wer_snr5"], r["eval_cer_snr5"]) for r in rows[0]]
+
+
+def test_resume_with_another_world_size(tmp_path, reference_run):
+    """2 ranks x batch 4 for 2 steps, then --resume in one process x batch 8 for the other 2: the
+    run of one process x batch 8 all along (the global batch is what must stay)."""
+    out = tmp_path / "resized"
+    constant = ["--schedule", "constant", "--warmup-steps", "1"]
+    whole = tmp_path / "whole"
+    assert train.main(asterisk_args(whole, 4, *PARITY, "--tokenizer-dir", str(reference_run / "tokenizer"),
+                                    "--train-batch-size", "8", *constant)) == 0
+    torchrun(asterisk_args(out, 2, *PARITY, "--tokenizer-dir", str(reference_run / "tokenizer"),
+                           "--train-batch-size", "4", *constant), port=29519)
+    assert train.main(asterisk_args(out, 4, *PARITY, "--tokenizer-dir", str(reference_run / "tokenizer"),
+                                    "--train-batch-size", "8", "--resume", *constant)) == 0
+    assert [step for step, _ in losses(out)] == [1, 2, 3, 4]
+    assert_same_training(whole, out)
 
 
 def test_grad_accum_two_equals_double_batch(tmp_path, reference_run):

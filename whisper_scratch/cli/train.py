@@ -14,6 +14,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
+from ..common.device import DeviceError
 from ..common.precision import DTYPES
 from ..data.splits import DataConfig, DataError
 from ..evaluation.metrics import SCORINGS
@@ -47,6 +48,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     d.add_argument("--keep-chars", help="allowed characters; transcripts are normalised to this set")
     d.add_argument("--min-duration", type=float, default=0.0)
     d.add_argument("--max-duration", type=float, default=30.0, help="longer clips are skipped and counted")
+    d.add_argument("--max-label-tokens", type=int,
+                   help="skip (and count) transcripts of more label tokens (default: the decoder context, 448); "
+                        "bounds the logits' memory on a small card")
     d.add_argument("--timestamp-share", type=float, default=0.5,
                    help="share of labels written with timestamps, as Whisper was trained (keeps timestamps alive)")
     a = p.add_argument_group("augmentation")
@@ -109,7 +113,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="SNRs in dB for --eval-noise-dir, comma-separated (default 10,0)")
     r.add_argument("--num-workers", type=int, default=2, help="DataLoader workers decoding audio")
     r.add_argument("--seed", type=int, default=1234)
-    r.add_argument("--device", default="auto")
+    r.add_argument("--device", default="auto",
+                   help="auto (this rank's GPU when CUDA works, else the CPU), cpu, cuda or cuda:N; the GPU presets "
+                        "say cuda, and stop with the reason when CUDA cannot be used")
+    r.add_argument("--ddp-timeout", type=float, default=30.0,
+                   help="torchrun: minutes a collective may wait for the slowest rank (default 30)")
+    r.add_argument("--limit-gib", type=float, help="cap the GPU allocator at this many GiB (a large card "
+                                                   "behaves like a small one)")
+    r.add_argument("--sdpa", choices=["auto", "math"], default="auto",
+                   help="math: attention through full matrices, as cards below capability 8.0 run it")
     r.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last exactly")
     return p.parse_args(argv)
 
@@ -139,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         summary = Trainer(config_from_args(args)).run()
-    except (DataError, ValueError, FileNotFoundError) as e:
+    except (DataError, DeviceError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 130 if summary.get("stopped") else 0

@@ -29,6 +29,7 @@ import torch
 
 from ..audio.io import AUDIO_EXTENSIONS
 from ..audio.noise import NoiseMixer
+from ..common.device import cuda_problem
 from ..common.messages import one_line
 from ..common.precision import DTYPES
 from ..data.hf_dataset import read_dataset
@@ -345,8 +346,8 @@ def _check_args(args: argparse.Namespace) -> None:
         raise CliError("--max_line_count needs --max_line_width (lines are cut by width)")
     if args.threads is not None and args.threads < 1:
         raise CliError(f"--threads must be at least 1, got {args.threads}")
-    if str(args.device).startswith("cuda") and not torch.cuda.is_available():
-        raise CliError(f"--device {args.device}: no CUDA GPU is available here (use --device cpu)")
+    if str(args.device).startswith("cuda") and (problem := cuda_problem()):
+        raise CliError(f"--device {args.device}: {problem} (or use --device cpu)")
     if args.output_dir or args.output_format:
         if args.output_file:
             raise CliError("give --output_file, or --output_dir / --output_format (one file per audio), not both")

@@ -41,6 +41,9 @@ class DataConfig:
     text_column: str | None = None  # default: the first of hf_dataset.TEXT_COLUMNS the dataset has
     min_duration: float = 0.0  # seconds; shorter clips are skipped when loaded
     max_duration: float = 30.0  # seconds; the encoder window (30 s) is the limit anyway
+    # Label tokens (prompt included); longer transcripts are skipped and counted. None: the decoder
+    # context. A cap bounds the logits' memory (batch x tokens x vocabulary) on a small card.
+    max_label_tokens: int | None = None
     keep_chars: str | None = None  # allowed transcript characters, see normalize_transcript
     language: str | None = None  # overrides the manifests' per-row language
     task: str = "transcribe"

@@ -4,9 +4,9 @@ in `transcribe.py --mode evaluate`, in the trainer's evaluation and in the noise
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -64,9 +64,10 @@ class NoisyRun:
 
 
 def transcribe_noisy(model: Whisper, paths: list[Path], opts: TranscribeOptions, tokenizer: TokenizerBase | None,
-                     mixer: NoiseMixer, snrs: Sequence[float]) -> list[NoisyRun]:
-    """One `transcribe_files` pass per SNR, each clip mixed with its own noise segment."""
-    keys = clip_keys(paths)
+                     mixer: NoiseMixer, snrs: Sequence[float], keys: dict[Path, str] | None = None) -> list[NoisyRun]:
+    """One `transcribe_files` pass per SNR, each clip mixed with its own noise segment (chosen by
+    its key in `keys`, by default `clip_keys(paths)`)."""
+    keys = keys or clip_keys(paths)
     runs = []
     for snr in snrs:
         segments: dict[Path, NoiseSegment] = {}
@@ -130,7 +131,8 @@ def noise_report(mixer: NoiseMixer, scores: Sequence[ConditionScore]) -> dict:
 class NoisyEvaluation:
     """The trainer's periodic evaluation under noise: greedy transcripts of the eval clips at each
     SNR, as metrics {"eval_wer_snr10": ..., "eval_cer_snr10": ...}. The noise folder is read at
-    construction, so a bad one stops the run before training."""
+    construction, so a bad one stops the run before training. Under torchrun each rank decodes
+    its share, with the noise each clip gets in one process, and `gather` joins the shares."""
 
     def __init__(self, utterances: Sequence[Utterance], noise_dir: Path, snrs: Sequence[float], seed: int = 0):
         if not snrs:
@@ -138,16 +140,24 @@ class NoisyEvaluation:
         self.utterances = list(utterances)
         self.snrs = tuple(snrs)
         self.mixer = NoiseMixer(noise_dir, seed)
+        self.keys = clip_keys([u.audio for u in self.utterances])
 
     def __call__(self, model: Whisper, tokenizer: TokenizerBase, decoding: DecodingOptions, batch_size: int,
-                 language: str | None, scoring: str = "standard") -> dict[str, float]:
+                 language: str | None, scoring: str = "standard", shard: tuple[int, int] = (0, 1),
+                 gather: Callable[[list], list] = list) -> dict[str, float]:
         """Metrics for `model`, decoded with `decoding` (greedy; no fallback, no silence gate) and
-        scored for `language` the `scoring` way (see evaluation.metrics.error_rates)."""
+        scored for `language` the `scoring` way (see evaluation.metrics.error_rates). `shard`
+        (rank, world): this process decodes clips rank, rank + world, …; `gather` returns every
+        rank's list joined."""
         opts = TranscribeOptions(decoding=replace(decoding, temperature=0.0), batch_size=batch_size,
                                  fallback=FallbackOptions((0.0,), None, None, None), progress=False)
-        runs = transcribe_noisy(model, [u.audio for u in self.utterances], opts, tokenizer, self.mixer, self.snrs)
+        rank, world = shard
+        paths = [u.audio for u in self.utterances[rank::world]]
+        runs = transcribe_noisy(model, paths, opts, tokenizer, self.mixer, self.snrs, self.keys)
         metrics = {}
         for run in runs:
+            run = NoisyRun(run.snr_db, gather(run.results), gather(run.failed),
+                           dict(gather(list(run.segments.items()))))
             score = score_run(run, self.utterances, language, scoring)
             metrics[f"eval_wer_{metric_suffix(run.snr_db)}"] = score.wer
             metrics[f"eval_cer_{metric_suffix(run.snr_db)}"] = score.cer

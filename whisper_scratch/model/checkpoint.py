@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from .download import ALIGNMENT_HEADS, MODEL_URLS, download
 from .formats import NOISE_MARKER, Checkpoint, CheckpointError, name_list, safe_torch_load
@@ -115,14 +116,16 @@ def load_model(path_or_name: str | Path | Sequence[str | Path], device: str | to
     return model_from_checkpoint(load_checkpoint(path_or_name), device, dtype, dual_attention, drop_noise_branch)
 
 
-def save_model(model: Whisper, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
+def save_model(model: Whisper, path: str | Path, extra: dict[str, Any] | None = None,
+               state_dict: dict[str, Tensor] | None = None) -> Path:
     """Save `model` in our format (atomically) to `path`, or to `path`/model.pt if `path` is a
-    folder, with `extra` (plain values: the language of a fine-tune, its step) beside the weights.
+    folder, with `extra` (plain values: the language of a fine-tune, its step) beside the weights;
+    `state_dict` replaces the model's own (merged adapters, weights gathered from shards).
     Returns the file written."""
     path = Path(path)
     if path.is_dir():
         path = path / NATIVE_MODEL_FILE
-    save_native(model, path, extra or {})
+    save_native(model, path, extra or {}, state_dict)
     return path
 
 

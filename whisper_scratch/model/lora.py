@@ -64,6 +64,17 @@ def add_lora(model: nn.Module, rank: int, alpha: float | None = None) -> list[nn
     return params
 
 
+def merged_state_dict(model: nn.Module) -> dict[str, Tensor]:
+    """The weights of `model` on the CPU with every adapter folded in, under OpenAI's names: what
+    `merge_lora` would leave, without a second copy of the model on its device."""
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    for name, layer in model.named_modules():
+        if isinstance(layer, LoRALinear):
+            a, b, weight = state.pop(f"{name}.lora_A"), state.pop(f"{name}.lora_B"), state[f"{name}.weight"]
+            state[f"{name}.weight"] = weight + layer.scale * (b @ a).to(weight.dtype)
+    return state
+
+
 def merge_lora(model: nn.Module) -> nn.Module:
     """Fold every adapter into its weight, in place; the model then has only OpenAI names."""
     for attn in _attention_modules(model):

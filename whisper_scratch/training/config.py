@@ -63,5 +63,8 @@ class TrainConfig:
     max_eval_utterances: int | None = None
     num_workers: int = 2
     seed: int = 1234
-    device: str = "auto"
+    device: str = "auto"  # auto: this rank's GPU when CUDA works, else the CPU; cuda: the GPU or a clear error
+    ddp_timeout: float = 30.0  # minutes a collective may wait under torchrun (NCCL's own default is 10)
+    limit_gib: float | None = None  # cap the CUDA allocator, so that a large card behaves like a small one
+    sdpa: str = "auto"  # math: attention through full matrices, as a card below capability 8.0 computes it
     resume: bool = False

@@ -257,7 +257,7 @@ class SpeechDataset(Dataset):
         path = self.paths[index]
         n_tokens = self.n_tokens(index)
         if n_tokens > self.max_label_tokens:
-            return Skipped(path, f"transcript too long: {n_tokens} tokens > {self.max_label_tokens} (decoder context)",
+            return Skipped(path, f"transcript too long: {n_tokens} tokens > {self.max_label_tokens} (max_label_tokens, at most the decoder context)",
                            "transcript too long")
         try:
             audio = load_audio(path)

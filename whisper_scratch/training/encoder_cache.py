@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -132,6 +133,18 @@ def build_encoder_cache(encode: Callable[[Tensor], Tensor], encoder: torch.nn.Mo
     tmp_meta.write_text(json.dumps(asdict(meta)))
     os.replace(tmp_meta, folder / "meta.json")
     return EncoderCache(folder, meta)
+
+
+def wait_for_encoder_cache(folder: Path, encoder: torch.nn.Module, dataset: SpeechDataset, variants: int = 1,
+                           storage: str = "fp32", poll_seconds: float = 2.0) -> EncoderCache:
+    """The cache that another process (torchrun's rank 0) is building in `folder` for the same
+    encoder and clips, once it is complete. The folder is polled, not waited for in a collective:
+    encoding a large split takes longer than any collective timeout, and if the builder fails,
+    torchrun stops this process with it."""
+    key = fingerprint(encoder, dataset, variants, storage)
+    while (cached := EncoderCache.open(folder)) is None or cached.meta.key != key:
+        time.sleep(poll_seconds)
+    return cached
 
 
 class EncoderCache:

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm import tqdm
 
 from ..audio.geometry import trimmed_frames
@@ -30,7 +31,7 @@ from ..tokenizer import TokenizerBase
 from .config import TrainConfig
 from .dataset import IGNORE_INDEX, UNREADABLE, Batch
 from .plots import plot_training
-from .setup import TrainData, autocast, build, step_groups
+from .setup import Distributed, TrainData, autocast, build, step_groups
 from .state import SkipLog, save_checkpoint
 
 
@@ -54,10 +55,12 @@ def micro_batch_loss(model: nn.Module, batch: Batch, padding: Tensor | None = No
 
 @torch.no_grad()
 def evaluate(model: Whisper, tokenizer: TokenizerBase, data: TrainData, cfg: TrainConfig,
-             dtype: torch.dtype = torch.float32, progress: bool = False) -> dict[str, Any]:
+             dtype: torch.dtype = torch.float32, progress: bool = False,
+             distributed: Distributed | None = None) -> dict[str, Any]:
     """Batched greedy decoding of the eval split, scored as `transcribe.py --mode evaluate` does:
     an unreadable clip counts as an empty hypothesis (leaving it out would flatter the WER).
-    Clips the duration or label-length filters leave out are not scored.
+    Clips the duration or label-length filters leave out are not scored. Under torchrun
+    (`distributed`) each rank decodes its share and every rank gets the scores of the whole split.
 
     Returns {"wer", "cer", "pairs": [(reference, hypothesis)], "unreadable": n, "skipped": [Skipped]}.
     """
@@ -67,7 +70,8 @@ def evaluate(model: Whisper, tokenizer: TokenizerBase, data: TrainData, cfg: Tra
                               sample_len=model.dims.n_text_ctx // 2)
     task = DecodingTask(model, tokenizer, options)
     pairs, skipped = [], []
-    for batch in tqdm(data.eval_loader(), desc="eval", leave=False, disable=not progress):
+    rank, world = (distributed.rank, distributed.world) if distributed else (0, 1)
+    for batch in tqdm(data.eval_loader(rank, world), desc="eval", leave=False, disable=not progress):
         skipped += batch.skipped
         pairs += [(data.references[s.path], "") for s in batch.skipped if s.kind == UNREADABLE]
         if len(batch):
@@ -79,6 +83,8 @@ def evaluate(model: Whisper, tokenizer: TokenizerBase, data: TrainData, cfg: Tra
                 results = task.run(features)
             pairs += [(data.references[p], r.text) for p, r in zip(batch.paths, results)]
     model.train(was_training)
+    if distributed:
+        pairs, skipped = distributed.gather(pairs), distributed.gather(skipped)
     unreadable = sum(s.kind == UNREADABLE for s in skipped)
     if len(pairs) == unreadable:
         raise DataError(f"evaluation: no eval clip could be read and kept ({unreadable} unreadable, "
@@ -126,7 +132,7 @@ class Trainer:
         self.eval_skipped = SkipLog()  # eval clips already named
         eval_utts = [Utterance(Path(p), text, cfg.data.language) for p, text in self.data.references.items()]
         self.noisy_eval = (NoisyEvaluation(eval_utts, cfg.eval_noise_dir, cfg.eval_snr, cfg.seed)
-                           if cfg.eval_noise_dir and self.dist.main else None)
+                           if cfg.eval_noise_dir else None)
 
     # ---- the loop ------------------------------------------------------------------------
     def run(self) -> dict:
@@ -135,7 +141,10 @@ class Trainer:
         cfg, state = self.cfg, self.state
         self.model.train()
         stopped = False
-        with StopSignals() as signals:
+        # A card below capability 8.0 has no flash or memory-efficient kernel for the run: --sdpa math
+        # makes a larger card take the same path (and its memory) for a faithful rehearsal.
+        attention = sdpa_kernel([SDPBackend.MATH]) if cfg.sdpa == "math" else nullcontext()
+        with StopSignals() as signals, attention:
             if cfg.eval_before and state.step == 0:
                 self._evaluate("before")
             bar = tqdm(total=self.total_steps, initial=state.step, desc="train", unit="step",
@@ -236,19 +245,21 @@ class Trainer:
 
     # ---- evaluation and checkpoints ------------------------------------------------------
     def _evaluate(self, tag: str) -> None:
-        """Evaluate on the main rank, log it, and keep `best/` when the WER is the lowest so far."""
-        if self.dist.main:
-            result = evaluate(self.model, self.tokenizer, self.data, self.cfg, self.dtype, progress=True)
-            for s in self.eval_skipped.add(result["skipped"]):
-                scored = "scored as an empty transcript" if s.kind == UNREADABLE else "not scored"
-                tqdm.write(f"eval: {s.path}: {s.reason} ({scored})")
-            self._say(f"[{tag}] step {self.state.step}: WER {result['wer'] * 100:.2f}%  CER {result['cer'] * 100:.2f}%"
-                      + "".join(f"\n  ref: {r}\n  hyp: {h}" for r, h in result["pairs"][:2]))
-            self._log({"step": self.state.step, "eval_wer": result["wer"], "eval_cer": result["cer"],
-                       "eval_unreadable": result["unreadable"], **self._evaluate_noisy()})
-            if result["wer"] < self.state.best_wer:
-                self.state.best_wer = result["wer"]
-                self._save("best")
+        """Evaluate (each rank its share), log it, and keep `best/` when the WER is the lowest so far.
+        No rank waits in a collective while another decodes alone: NCCL would time it out."""
+        result = evaluate(self.model, self.tokenizer, self.data, self.cfg, self.dtype, progress=self.dist.main,
+                          distributed=self.dist)
+        noisy = self._evaluate_noisy()
+        for s in self.eval_skipped.add(result["skipped"]):
+            scored = "scored as an empty transcript" if s.kind == UNREADABLE else "not scored"
+            self._say(f"eval: {s.path}: {s.reason} ({scored})")
+        self._say(f"[{tag}] step {self.state.step}: WER {result['wer'] * 100:.2f}%  CER {result['cer'] * 100:.2f}%"
+                  + "".join(f"\n  ref: {r}\n  hyp: {h}" for r, h in result["pairs"][:2]))
+        self._log({"step": self.state.step, "eval_wer": result["wer"], "eval_cer": result["cer"],
+                   "eval_unreadable": result["unreadable"], **noisy})
+        if result["wer"] < self.state.best_wer:
+            self.state.best_wer = result["wer"]
+            self._save("best")
         self.dist.barrier()
 
     def _evaluate_noisy(self) -> dict[str, float]:
@@ -261,7 +272,8 @@ class Trainer:
                                   without_timestamps=True, sample_len=self.model.dims.n_text_ctx // 2)
         with autocast(self.device, self.dtype):
             metrics = self.noisy_eval(self.model, self.tokenizer, options, self.cfg.eval_batch_size,
-                                      self.cfg.data.language, self.cfg.scoring)
+                                      self.cfg.data.language, self.cfg.scoring, (self.dist.rank, self.dist.world),
+                                      self.dist.gather)
         self.model.train(was_training)
         self._say("  under noise: " + "  ".join(f"{k[len('eval_wer_'):]} WER {v * 100:.2f}%"
                                                 for k, v in metrics.items() if k.startswith("eval_wer_")))

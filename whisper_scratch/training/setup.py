@@ -9,16 +9,17 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from ..common.precision import DTYPES
+from ..common.device import describe, limit_memory, pick_device, pick_precision, precision_warning
 from ..data.manifest import Utterance
 from ..data.splits import load_utterances
 from ..model.loaded import LoadedModel
@@ -29,20 +30,23 @@ from ..tokenizer.base import CONFIG_FILE
 from .augment import Augment
 from .config import TrainConfig
 from .dataset import IGNORE_INDEX, Batch, ResumableBatchSampler, SpeechDataset, collate
-from .encoder_cache import CachedSpeechDataset, build_encoder_cache
+from .encoder_cache import CachedSpeechDataset, build_encoder_cache, wait_for_encoder_cache
 from .state import TrainState
 
 
 class Distributed:
     """torchrun's environment, or a single process."""
 
-    def __init__(self, device: torch.device):
+    def __init__(self, device: torch.device, timeout_minutes: float = 30.0):
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.enabled = self.world > 1
         if self.enabled and device.type == "cuda":
             torch.cuda.set_device(device)  # NCCL's collectives and barriers use the current device
         if self.enabled and not dist.is_initialized():
-            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+            # A collective that waits longer than this fails the run. The long waits (evaluation,
+            # the encoder cache) do not sit in collectives; what is left is saving a checkpoint.
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
+                                    timeout=timedelta(minutes=timeout_minutes))
         self.rank = dist.get_rank() if self.enabled else 0
         self.main = self.rank == 0
         # NCCL reduces only GPU tensors; gloo only CPU ones.
@@ -60,39 +64,17 @@ class Distributed:
         """True on every rank when `flag` is true on one."""
         return self.sum(float(flag)) > 0
 
+    def gather(self, items: list) -> list:
+        """Every rank's `items` (picklable), concatenated in rank order, on every rank."""
+        if not self.enabled:
+            return items
+        parts: list[list | None] = [None] * self.world
+        dist.all_gather_object(parts, items)
+        return [item for part in parts for item in part]
+
     def barrier(self) -> None:
         if self.enabled:
             dist.barrier()
-
-
-def pick_device(name: str) -> torch.device:
-    """`auto`: this rank's GPU when there is one, else the CPU."""
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return torch.device("cpu")
-
-
-def pick_precision(name: str, device: torch.device) -> torch.dtype:
-    """`auto`: bf16 on GPUs that have it, else fp16 (with a gradient scaler); fp32 on CPU."""
-    if name != "auto":
-        return DTYPES[name]
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.float32
-
-
-def precision_warning(device: torch.device, dtype: torch.dtype) -> str | None:
-    """A line for the user when bf16 is asked for on a CPU that has no bf16 instructions (AMX or
-    AVX-512 BF16): torch then emulates bf16, which can make a step slower than in fp32."""
-    if device.type != "cpu" or dtype != torch.bfloat16:
-        return None
-    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")  # private, hence getattr
-    if any(getattr(torch.cpu, probe, lambda: False)() for probe in probes):
-        return None
-    return ("warning: --precision bf16 on a CPU without bf16 instructions (AMX or AVX-512 BF16) is emulated "
-            "and can be slower than fp32; pass --precision fp32 after the preset")
 
 
 def autocast(device: torch.device, dtype: torch.dtype) -> AbstractContextManager:
@@ -196,9 +178,10 @@ class TrainData:
         return DataLoader(self.train_set, batch_sampler=self.sampler, collate_fn=collate,
                           num_workers=self.num_workers, pin_memory=self.pin_memory)
 
-    def eval_loader(self) -> DataLoader:
-        return DataLoader(self.eval_set, batch_size=self.eval_batch_size, collate_fn=collate,
-                          num_workers=self.num_workers)
+    def eval_loader(self, rank: int = 0, world: int = 1) -> DataLoader:
+        """The eval clips rank, rank + world, …: this rank's share of an evaluation."""
+        shard = Subset(self.eval_set, range(rank, len(self.eval_set), world))
+        return DataLoader(shard, batch_size=self.eval_batch_size, collate_fn=collate, num_workers=self.num_workers)
 
     def stand_in(self) -> Batch:
         """One all-padding example with no label: what a rank whose micro-batch was all unreadable
@@ -215,7 +198,8 @@ def build_data(cfg: TrainConfig, train_utts: list[Utterance], eval_utts: list[Ut
     outputs with `cfg.cache_encoder`, and this rank's sampler."""
     mel_shape = (model.dims.n_mels, 2 * model.dims.n_audio_ctx)
     common = dict(tokenizer=tokenizer, n_mels=mel_shape[0], n_frames=mel_shape[1],
-                  max_label_tokens=model.dims.n_text_ctx, language=cfg.data.language, task=cfg.data.task,
+                  max_label_tokens=min(cfg.data.max_label_tokens or model.dims.n_text_ctx, model.dims.n_text_ctx),
+                  language=cfg.data.language, task=cfg.data.task,
                   min_duration=cfg.data.min_duration, max_duration=cfg.data.max_duration)
     train_set = SpeechDataset(train_utts, augment=Augment(cfg.augment), seed=cfg.seed,
                               timestamp_share=cfg.data.timestamp_share, **common)
@@ -232,7 +216,8 @@ def build_data(cfg: TrainConfig, train_utts: list[Utterance], eval_utts: list[Ut
 
 def cached_dataset(dataset: SpeechDataset, split: str, variants: int, cfg: TrainConfig, model: Whisper,
                    distributed: Distributed, device: torch.device, dtype: torch.dtype) -> CachedSpeechDataset:
-    """`dataset` served from encoder outputs computed once (rank 0 builds, the others reuse)."""
+    """`dataset` served from encoder outputs computed once (rank 0 builds, the others wait for it
+    and reuse it)."""
     if cfg.trim_padding:
         raise ValueError("--trim-padding has nothing to trim with --cache-encoder: the encoder does not run in "
                          "training; drop one of them")
@@ -246,12 +231,11 @@ def cached_dataset(dataset: SpeechDataset, split: str, variants: int, cfg: Train
             return model.embed_audio(mel.to(device))
 
     folder = Path(cfg.output_dir) / "encoder_cache" / split
-    cache = None
-    for turn in ("main", "others"):
-        if (turn == "main") == distributed.main:
-            cache = build_encoder_cache(encode, model.encoder, dataset, folder, variants, cfg.eval_batch_size,
-                                        cfg.num_workers, cfg.cache_storage, desc=f"encoding {split} clips")
-        distributed.barrier()
+    if distributed.main:
+        cache = build_encoder_cache(encode, model.encoder, dataset, folder, variants, cfg.eval_batch_size,
+                                    cfg.num_workers, cfg.cache_storage, desc=f"encoding {split} clips")
+    else:
+        cache = wait_for_encoder_cache(folder, model.encoder, dataset, variants, cfg.cache_storage)
     model.train()
     return CachedSpeechDataset(dataset, cache)
 
@@ -287,14 +271,17 @@ class Setup:
 def build(cfg: TrainConfig) -> Setup:
     """Everything a run needs, in an order that keeps random initialisation reproducible."""
     device = pick_device(cfg.device)
-    distributed = Distributed(device)
+    distributed = Distributed(device, cfg.ddp_timeout)
     dtype = pick_precision(cfg.precision, device)
+    limit_memory(device, cfg.limit_gib)
     torch.manual_seed(cfg.seed)
     train_utts, counts = load_utterances(cfg.data, "train")
     eval_utts, _ = load_utterances(cfg.data, "eval")
     if cfg.max_eval_utterances:
         eval_utts = eval_utts[:cfg.max_eval_utterances]
     if distributed.main:
+        tqdm.write(describe(device, dtype) + (f", {distributed.world} processes" if distributed.enabled else "")
+                   + (f", allocator capped at {cfg.limit_gib:g} GiB" if cfg.limit_gib else ""))
         if warning := precision_warning(device, dtype):
             tqdm.write(warning)
         tqdm.write(f"train: {len(train_utts)} utterances {dict(counts)}; eval: {len(eval_utts)}")
@@ -316,6 +303,7 @@ def build(cfg: TrainConfig) -> Setup:
         state.load(last)
         if distributed.main:
             tqdm.write(f"resumed from {last} at step {state.step}")
-    module = DistributedDataParallel(model) if distributed.enabled else model
+    # Gradients as views into DDP's all-reduce buckets: one copy of them instead of two.
+    module = DistributedDataParallel(model, gradient_as_bucket_view=True) if distributed.enabled else model
     return Setup(device, distributed, dtype, model, module, tokenizer, params, data, state, total_steps)
 

@@ -4,7 +4,6 @@ the clips already reported as skipped, and the random number generators. Plus th
 folders a run writes (`best/`, `last/`)."""
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Iterable
 from pathlib import Path
@@ -15,7 +14,7 @@ import torch
 from ..common.files import atomic_torch_save
 from ..model.checkpoint import save_model
 from ..model.formats import safe_torch_load
-from ..model.lora import merge_lora
+from ..model.lora import merged_state_dict
 from ..model.whisper import Whisper
 from ..tokenizer import TokenizerBase
 from .dataset import ResumableBatchSampler, Skipped
@@ -59,6 +58,10 @@ class TrainState:
         self.history: list[dict] = []  # every record of metrics.jsonl, for the training curves
 
     @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
     def epoch(self) -> int:
         return self.sampler.epoch
 
@@ -76,7 +79,9 @@ class TrainState:
                      "skipped_clips": self.skipped.counts, "reported_clips": sorted(self.skipped.reported),
                      "history": self.history},
             "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            # This rank's own GPU only: asking for every device's state would open a CUDA context
+            # on each GPU from each rank, and a resume with fewer GPUs visible could not restore it.
+            "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -90,8 +95,8 @@ class TrainState:
         self.skipped.counts, self.skipped.reported = dict(loop["skipped_clips"]), set(loop["reported_clips"])
         self.history = list(loop["history"])
         torch.set_rng_state(state["torch_rng"])
-        if state["cuda_rng"]:
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        if state["cuda_rng"] is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
 
     def save(self, folder: Path) -> None:
         """`folder/train_state.pt`, written atomically."""
@@ -107,8 +112,8 @@ class TrainState:
 
 def save_checkpoint(folder: Path, model: Whisper, tokenizer: TokenizerBase, extra: dict[str, Any],
                     merge_adapters: bool) -> None:
-    """`folder/model.pt` that transcribe.py loads (LoRA adapters merged into a copy of the model)
-    with the tokenizer's files beside it."""
+    """`folder/model.pt` that transcribe.py loads (LoRA adapters merged into the weights on the
+    CPU, so the GPU holds no second model) with the tokenizer's files beside it."""
     folder.mkdir(parents=True, exist_ok=True)
-    save_model(merge_lora(copy.deepcopy(model)) if merge_adapters else model, folder, extra=extra)
+    save_model(model, folder, extra=extra, state_dict=merged_state_dict(model) if merge_adapters else None)
     tokenizer.save(folder)

@@ -38,14 +38,16 @@ def _plain(value: Any, where: str) -> Any:
     raise TypeError(f"{where}: {type(value).__name__} cannot be stored in a checkpoint (use plain values)")
 
 
-def save_native(model: Whisper, path: str | Path, extra: dict[str, Any] | None = None) -> None:
-    """Write `model` (noise branch included) atomically to `path`."""
+def save_native(model: Whisper, path: str | Path, extra: dict[str, Any] | None = None,
+                state_dict: dict[str, Tensor] | None = None) -> None:
+    """Write `model` (noise branch included) atomically to `path`, with `state_dict` instead of
+    the model's own when given."""
     payload = {
         "format": FORMAT,
         "version": VERSION,
         "dims": model.dims.to_dict(),
         "dual_attention": bool(model.dual_attention),
-        "model_state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "model_state_dict": {k: v.detach().cpu() for k, v in (state_dict or model.state_dict()).items()},
         "alignment_heads": [list(p) for p in heads_to_pairs(model.alignment_heads)],
         "extra": _plain(extra or {}, "extra"),
     }
