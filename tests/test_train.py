@@ -219,6 +219,34 @@ def test_resume_with_another_world_size(tmp_path, reference_run):
     assert_same_training(whole, out)
 
 
+def test_fsdp_two_processes_equal_one_and_resume_exactly(tmp_path, reference_run):
+    """--fsdp (FSDP2, gloo on the CPU), 2 ranks x batch 4 == 1 process x batch 8: the same losses,
+    evaluation and weights up to float summation order (the tolerance of assert_same_training);
+    last/ is a plain model.pt; stopped after 2 steps and resumed (with --fsdp, or in one plain
+    process) it continues to what 4 steps straight give."""
+    sharded = tmp_path / "fsdp"
+    torchrun(parity_args(reference_run, sharded, "--train-batch-size", "4", "--fsdp"), port=29521)
+    assert_same_training(reference_run, sharded)
+    assert evaluations(sharded) == evaluations(reference_run)
+    assert load_model(sharded / "last").dims == load_model(reference_run / "last").dims
+
+    constant = ["--schedule", "constant", "--warmup-steps", "1", "--tokenizer-dir", str(reference_run / "tokenizer")]
+    straight, cut, plain = tmp_path / "straight", tmp_path / "cut", tmp_path / "plain"
+    torchrun(asterisk_args(straight, 4, *PARITY, *constant, "--train-batch-size", "4", "--fsdp"), port=29522)
+    torchrun(asterisk_args(cut, 2, *PARITY, *constant, "--train-batch-size", "4", "--fsdp"), port=29523)
+    shutil.copytree(cut, plain)
+    torchrun(asterisk_args(cut, 4, *PARITY, *constant, "--train-batch-size", "4", "--fsdp", "--resume"), port=29524)
+    assert train.main(asterisk_args(plain, 4, *PARITY, *constant, "--train-batch-size", "8", "--resume")) == 0
+    for resumed in (cut, plain):
+        assert [step for step, _ in losses(resumed)] == [1, 2, 3, 4]
+        assert_same_training(straight, resumed)
+
+
+def test_fsdp_refuses_what_it_cannot_shard(tmp_path, capsys):
+    assert train.main(asterisk_args(tmp_path / "run", 1, "--fsdp")) == 2
+    assert "torchrun --nproc_per_node" in capsys.readouterr().err
+
+
 def test_grad_accum_two_equals_double_batch(tmp_path, reference_run):
     """batch 4 x 2 accumulated micro-batches == batch 8: the loss is divided by the tokens of the
     whole optimizer step, not averaged per micro-batch."""

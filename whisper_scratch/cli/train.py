@@ -116,6 +116,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     r.add_argument("--device", default="auto",
                    help="auto (this rank's GPU when CUDA works, else the CPU), cpu, cuda or cuda:N; the GPU presets "
                         "say cuda, and stop with the reason when CUDA cannot be used")
+    r.add_argument("--fsdp", action="store_true",
+                   help="torchrun: shard weights, gradients and optimizer states over the GPUs (FSDP2) instead of "
+                        "a full copy on each (DDP): for the sizes that do not fit one card (docs/gpu.md)")
     r.add_argument("--ddp-timeout", type=float, default=30.0,
                    help="torchrun: minutes a collective may wait for the slowest rank (default 30)")
     r.add_argument("--limit-gib", type=float, help="cap the GPU allocator at this many GiB (a large card "

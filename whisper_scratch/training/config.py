@@ -64,6 +64,9 @@ class TrainConfig:
     num_workers: int = 2
     seed: int = 1234
     device: str = "auto"  # auto: this rank's GPU when CUDA works, else the CPU; cuda: the GPU or a clear error
+    # Under torchrun: shard weights, gradients and optimizer states over the ranks (FSDP2) instead
+    # of a full copy on each GPU (DDP); for the models whose training state does not fit one GPU.
+    fsdp: bool = False
     ddp_timeout: float = 30.0  # minutes a collective may wait under torchrun (NCCL's own default is 10)
     limit_gib: float | None = None  # cap the CUDA allocator, so that a large card behaves like a small one
     sdpa: str = "auto"  # math: attention through full matrices, as a card below capability 8.0 computes it

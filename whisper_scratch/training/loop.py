@@ -17,6 +17,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.distributed.tensor import DTensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm import tqdm
 
@@ -32,6 +33,7 @@ from .config import TrainConfig
 from .dataset import IGNORE_INDEX, UNREADABLE, Batch
 from .plots import plot_training
 from .setup import Distributed, TrainData, autocast, build, step_groups
+from .sharding import full_model_state, set_gradient_sync, unsharded_copy
 from .state import SkipLog, save_checkpoint
 
 
@@ -214,7 +216,9 @@ class Trainer:
             # A rank whose micro-batch was all unreadable clips still joins the all-reduce, at zero weight.
             batch = (batch if len(batch) else self.data.stand_in()).to(self.device, non_blocking=True)
             last = i == len(group) - 1
-            # DDP all-reduces gradients once per optimizer step, on the last micro-batch.
+            # DDP all-reduces (FSDP reduce-scatters) gradients once per optimizer step, on the last micro-batch.
+            if self.cfg.fsdp:
+                set_gradient_sync(self.model, last)
             with nullcontext() if self.module is self.model or last else self.module.no_sync():
                 with autocast(self.device, self.dtype):
                     ce = micro_batch_loss(self.module, batch, padding)
@@ -228,7 +232,10 @@ class Trainer:
                        f"({state.nonfinite_skipped} so far)")
             return None
         state.scaler.unscale_(state.optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm).item()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm)
+        if isinstance(grad_norm, DTensor):  # sharded gradients: each rank holds a part of the norm
+            grad_norm = grad_norm.full_tensor()
+        grad_norm = grad_norm.item()
         state.scaler.step(state.optimizer)
         state.scaler.update()
         state.optimizer.zero_grad(set_to_none=True)
@@ -247,9 +254,11 @@ class Trainer:
     def _evaluate(self, tag: str) -> None:
         """Evaluate (each rank its share), log it, and keep `best/` when the WER is the lowest so far.
         No rank waits in a collective while another decodes alone: NCCL would time it out."""
-        result = evaluate(self.model, self.tokenizer, self.data, self.cfg, self.dtype, progress=self.dist.main,
+        model = unsharded_copy(self.model, self.dtype) if self.cfg.fsdp else self.model
+        result = evaluate(model, self.tokenizer, self.data, self.cfg, self.dtype, progress=self.dist.main,
                           distributed=self.dist)
-        noisy = self._evaluate_noisy()
+        noisy = self._evaluate_noisy(model)
+        del model  # the unsharded copy of an --fsdp run
         for s in self.eval_skipped.add(result["skipped"]):
             scored = "scored as an empty transcript" if s.kind == UNREADABLE else "not scored"
             self._say(f"eval: {s.path}: {s.reason} ({scored})")
@@ -262,33 +271,38 @@ class Trainer:
             self._save("best")
         self.dist.barrier()
 
-    def _evaluate_noisy(self) -> dict[str, float]:
+    def _evaluate_noisy(self, model: Whisper) -> dict[str, float]:
         """WER/CER under noise (see evaluation.noisy.NoisyEvaluation); {} without an eval noise folder."""
         if self.noisy_eval is None:
             return {}
-        was_training = self.model.training
-        self.model.eval()
+        was_training = model.training
+        model.eval()
         options = DecodingOptions(language=self.cfg.data.language, task=self.cfg.data.task,
-                                  without_timestamps=True, sample_len=self.model.dims.n_text_ctx // 2)
+                                  without_timestamps=True, sample_len=model.dims.n_text_ctx // 2)
         with autocast(self.device, self.dtype):
-            metrics = self.noisy_eval(self.model, self.tokenizer, options, self.cfg.eval_batch_size,
+            metrics = self.noisy_eval(model, self.tokenizer, options, self.cfg.eval_batch_size,
                                       self.cfg.data.language, self.cfg.scoring, (self.dist.rank, self.dist.world),
                                       self.dist.gather)
-        self.model.train(was_training)
+        model.train(was_training)
         self._say("  under noise: " + "  ".join(f"{k[len('eval_wer_'):]} WER {v * 100:.2f}%"
                                                 for k, v in metrics.items() if k.startswith("eval_wer_")))
         return metrics
 
     def _save(self, name: str) -> None:
-        """`name/model.pt` for transcribe.py; `last/` also gets everything --resume restores."""
+        """`name/model.pt` for transcribe.py; `last/` also gets everything --resume restores. Under
+        --fsdp every rank joins in gathering the shards, and the main rank writes."""
+        if not (self.dist.main or self.cfg.fsdp):
+            return
+        weights = full_model_state(self.model) if self.cfg.fsdp else None
+        resumable = self.state.state_dict(weights) if name == "last" else None
         if not self.dist.main:
             return
         folder = self.out / name
         save_checkpoint(folder, self.model, self.tokenizer,
                         {"step": self.state.step, "language": self.cfg.data.language or ""},
-                        merge_adapters=self.cfg.lora_rank > 0)
-        if name == "last":
-            self.state.save(folder)
+                        merge_adapters=self.cfg.lora_rank > 0, weights=weights)
+        if resumable is not None:
+            self.state.save(folder, resumable)
 
     # ---- logging -------------------------------------------------------------------------
     def _say(self, text: str) -> None:

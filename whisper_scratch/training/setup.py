@@ -31,6 +31,7 @@ from .augment import Augment
 from .config import TrainConfig
 from .dataset import IGNORE_INDEX, Batch, ResumableBatchSampler, SpeechDataset, collate
 from .encoder_cache import CachedSpeechDataset, build_encoder_cache, wait_for_encoder_cache
+from .sharding import shard_model
 from .state import TrainState
 
 
@@ -240,6 +241,16 @@ def cached_dataset(dataset: SpeechDataset, split: str, variants: int, cfg: Train
     return CachedSpeechDataset(dataset, cache)
 
 
+def check_fsdp(cfg: TrainConfig, distributed: Distributed) -> None:
+    """--fsdp's preconditions, each as one line that says what to do."""
+    if not distributed.enabled:
+        raise ValueError("--fsdp shards the model over torchrun's processes: start the run with "
+                         "torchrun --nproc_per_node N train.py … (one process alone has nothing to shard over)")
+    if cfg.lora_rank or cfg.cache_encoder:
+        raise ValueError("--fsdp is for training the whole model; LoRA and --cache-encoder train small parts "
+                         "of it, which fit one GPU: drop --fsdp (DDP runs them on several)")
+
+
 def step_groups(batches: Iterable[Batch], grad_accum: int) -> Iterator[list[Batch]]:
     """Consecutive groups of `grad_accum` micro-batches, one optimizer step each (the last may be short)."""
     group: list[Batch] = []
@@ -280,7 +291,7 @@ def build(cfg: TrainConfig) -> Setup:
     if cfg.max_eval_utterances:
         eval_utts = eval_utts[:cfg.max_eval_utterances]
     if distributed.main:
-        tqdm.write(describe(device, dtype) + (f", {distributed.world} processes" if distributed.enabled else "")
+        tqdm.write(describe(device, dtype) + (f", {distributed.world} processes ({'FSDP2' if cfg.fsdp else 'DDP'})" if distributed.enabled else "")
                    + (f", allocator capped at {cfg.limit_gib:g} GiB" if cfg.limit_gib else ""))
         if warning := precision_warning(device, dtype):
             tqdm.write(warning)
@@ -290,8 +301,12 @@ def build(cfg: TrainConfig) -> Setup:
     params = configure_trainable(model, cfg)
     model.to(device)
     model.set_gradient_checkpointing(cfg.grad_checkpointing)
-    optimizer = make_optimizer(params, cfg, device)
     data = build_data(cfg, train_utts, eval_utts, model, tokenizer, distributed, device, dtype)
+    if cfg.fsdp:
+        check_fsdp(cfg, distributed)
+        shard_model(model, dtype)
+        params = [p for p in model.parameters() if p.requires_grad]  # the sharded ones now
+    optimizer = make_optimizer(params, cfg, device)
     steps_per_epoch = max(1, math.ceil(len(data.sampler) / cfg.grad_accum))
     total_steps = cfg.max_steps or steps_per_epoch * cfg.num_epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg.warmup_steps, cfg.schedule, total_steps))
@@ -304,6 +319,7 @@ def build(cfg: TrainConfig) -> Setup:
         if distributed.main:
             tqdm.write(f"resumed from {last} at step {state.step}")
     # Gradients as views into DDP's all-reduce buckets: one copy of them instead of two.
-    module = DistributedDataParallel(model, gradient_as_bucket_view=True) if distributed.enabled else model
+    ddp = distributed.enabled and not cfg.fsdp
+    module = DistributedDataParallel(model, gradient_as_bucket_view=True) if ddp else model
     return Setup(device, distributed, dtype, model, module, tokenizer, params, data, state, total_steps)
 

@@ -18,6 +18,7 @@ from ..model.lora import merged_state_dict
 from ..model.whisper import Whisper
 from ..tokenizer import TokenizerBase
 from .dataset import ResumableBatchSampler, Skipped
+from .sharding import full_model_state, full_optimizer_state, load_full_model_state, load_full_optimizer_state
 
 STATE_FILE = "train_state.pt"
 
@@ -68,10 +69,13 @@ class TrainState:
     def next_epoch(self) -> None:
         self.sampler.set_epoch(self.sampler.epoch + 1)
 
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self, model_state: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
+        """Everything --resume restores; weights and optimizer by parameter name, unsharded, so a
+        run resumes with --fsdp or without, on any number of ranks. Under --fsdp a collective that
+        fills in only on rank 0; `model_state`: the weights when already gathered."""
         return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "model": full_model_state(self.model) if model_state is None else model_state,
+            "optimizer": full_optimizer_state(self.model, self.optimizer),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "sampler": self.sampler.state_dict(),
@@ -85,8 +89,8 @@ class TrainState:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        load_full_model_state(self.model, state["model"])
+        load_full_optimizer_state(self.model, self.optimizer, state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         self.sampler.load_state_dict(state["sampler"])
@@ -98,9 +102,9 @@ class TrainState:
         if state["cuda_rng"] is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)
 
-    def save(self, folder: Path) -> None:
-        """`folder/train_state.pt`, written atomically."""
-        atomic_torch_save(self.state_dict(), folder / STATE_FILE)
+    def save(self, folder: Path, state: dict[str, Any] | None = None) -> None:
+        """`folder/train_state.pt` (`state`, else this state's dict), written atomically."""
+        atomic_torch_save(self.state_dict() if state is None else state, folder / STATE_FILE)
 
     def load(self, folder: Path) -> None:
         path = folder / STATE_FILE
@@ -111,9 +115,10 @@ class TrainState:
 
 
 def save_checkpoint(folder: Path, model: Whisper, tokenizer: TokenizerBase, extra: dict[str, Any],
-                    merge_adapters: bool) -> None:
+                    merge_adapters: bool, weights: dict[str, torch.Tensor] | None = None) -> None:
     """`folder/model.pt` that transcribe.py loads (LoRA adapters merged into the weights on the
-    CPU, so the GPU holds no second model) with the tokenizer's files beside it."""
+    CPU, so the GPU holds no second model; `weights`: the gathered shards of an --fsdp run) with
+    the tokenizer's files beside it."""
     folder.mkdir(parents=True, exist_ok=True)
-    save_model(model, folder, extra=extra, state_dict=merged_state_dict(model) if merge_adapters else None)
+    save_model(model, folder, extra=extra, state_dict=merged_state_dict(model) if merge_adapters else weights)
     tokenizer.save(folder)
