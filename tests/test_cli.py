@@ -149,7 +149,7 @@ def test_output_file_that_is_a_folder(capsys, tmp_path):
 def test_cuda_without_gpu(capsys):
     code, _, err = run_cli(capsys, "--audio_path", "a.wav", "--device", "cuda")
     assert code == 2
-    one_error_line(err, "no CUDA GPU", "--device cpu")
+    one_error_line(err, "without CUDA", "--device cpu")
 
 
 @pytest.mark.parametrize("mode", ["batch", "directory", "evaluate"])
