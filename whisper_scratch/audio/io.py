@@ -2,6 +2,7 @@
 that cannot be read, and list the audio files of a folder."""
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -114,20 +115,51 @@ def _decode_ffmpeg(path: Path, sr: int) -> np.ndarray:
     proc = subprocess.run(cmd, capture_output=True)
     if proc.returncode != 0:
         reason = proc.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["ffmpeg failed"]
-        raise AudioError(f"cannot decode {path}: {one_line(reason[0])} (is it a valid audio file?)")
+        raise AudioError(f"cannot decode {printable(str(path))}: {one_line(reason[0])} (is it a valid audio file?)")
     return np.frombuffer(proc.stdout, np.int16).astype(np.float32) / 32768.0
 
 
-def load_audio(path: str | Path, sr: int = SAMPLE_RATE) -> np.ndarray:
-    """Read an audio file as float32 mono samples in [-1, 1] at `sr` Hz; returns shape (T,)."""
+def printable(text: str) -> str:
+    """`text` with the bytes of a file name that are not UTF-8 (Python holds them as lone
+    surrogates) written as \\xNN, so that a message or transcript naming that file can be printed
+    and saved as UTF-8."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate that no file name gives (e.g. from a JSON escape)
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def file_problem(path: str | Path) -> str | None:
+    """Why `path` is no audio file to open, from the file system alone (missing, a link that
+    loops or leads nowhere, a folder, 0 bytes); None when it is a non-empty file."""
     path = Path(path)
-    if not path.is_file():
-        raise AudioError(f"audio file not found: {path} (check the path)")
-    if path.stat().st_size == 0:
-        raise AudioError(f"empty audio file: {path} is 0 bytes (re-export or re-download it)")
+    name = printable(str(path))
+    try:
+        info = path.stat()
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return f"symbolic link loop: {name} leads back to itself (fix or remove the link)"
+        if path.is_symlink():
+            return f"broken symbolic link: {name} points to {printable(os.readlink(path))}, which does not exist"
+        return f"audio file not found: {name} (check the path)"
+    if path.is_dir():
+        return f"{name} is a folder, not an audio file (check the path)"
+    if info.st_size == 0:
+        return f"empty audio file: {name} is 0 bytes (re-export or re-download it)"
+    return None
+
+
+def load_audio(path: str | Path, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """Read an audio file as float32 mono samples in [-1, 1] at `sr` Hz; returns shape (T,).
+    AudioError (one line) for a file that cannot be read or holds NaN or infinite samples."""
+    path = Path(path)
+    if problem := file_problem(path):
+        raise AudioError(problem)
+    name = printable(str(path))
     try:
         with C_STDERR.captured():
-            data, file_sr = sf.read(path, dtype="float32", always_2d=True)  # (T, channels)
+            # Bytes, not str: soundfile encodes a str name strictly, failing on a name that is not UTF-8.
+            data, file_sr = sf.read(os.fsencode(path), dtype="float32", always_2d=True)  # (T, channels)
         audio = data.mean(axis=1, dtype=np.float32)
         if file_sr != sr and len(audio) > 0:
             audio = soxr.resample(audio, file_sr, sr, quality="HQ").astype(np.float32, copy=False)
@@ -135,13 +167,17 @@ def load_audio(path: str | Path, sr: int = SAMPLE_RATE) -> np.ndarray:
         if shutil.which("ffmpeg"):
             audio = _decode_ffmpeg(path, sr)
         elif path.suffix.lower() in SOUNDFILE_SUFFIXES:
-            raise AudioError(f"cannot decode {path}: {_libsndfile_reason(err)} (is it a valid audio file? "
+            raise AudioError(f"cannot decode {name}: {_libsndfile_reason(err)} (is it a valid audio file? "
                              "install ffmpeg for other containers)") from None
         else:
-            raise AudioError(f"cannot decode {path}: ffmpeg is needed for {path.suffix or 'this'} files "
+            raise AudioError(f"cannot decode {name}: ffmpeg is needed for {path.suffix or 'this'} files "
                              "(install ffmpeg or convert it to wav/flac)") from None
     if len(audio) == 0:
-        raise AudioError(f"empty audio: {path} has no samples")
+        raise AudioError(f"empty audio: {name} has no samples")
+    # A float file can hold NaN or inf; one such clip would turn its whole decoding batch (or
+    # training step) into NaN, so it is refused here, alone.
+    if not np.isfinite(audio).all():
+        raise AudioError(f"corrupt audio: {name} has NaN or infinite samples (re-export it)")
     # Downmixing is safe, but resampling can ring a hair past full scale.
     return np.clip(audio, -1.0, 1.0)
 
@@ -153,5 +189,7 @@ def is_silent(audio: np.ndarray, threshold_db: float = -60.0) -> bool:
 
 
 def list_audio(folder: str | Path) -> list[Path]:
-    """Every audio file below `folder`, sorted."""
-    return sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+    """Every audio file below `folder`, sorted; with them the links named like audio files that
+    lead nowhere or loop, so that reading them reports them instead of their silent absence."""
+    return sorted(p for p in Path(folder).rglob("*")
+                  if p.suffix.lower() in AUDIO_EXTENSIONS and (p.is_file() or (p.is_symlink() and not p.exists())))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import zipfile
 from dataclasses import fields
 from pathlib import Path
 
@@ -19,10 +20,12 @@ from ..common.precision import DTYPES
 from ..data.splits import DataConfig, DataError
 from ..evaluation.metrics import SCORINGS
 from ..evaluation.noisy import parse_snrs
+from ..inference.writers import unwritable
 from ..model.whisper import SIZES
 from ..training.augment import AugmentConfig
 from ..training.config import TrainConfig
 from ..training.loop import Trainer
+from ..training.state import STATE_FILE
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -150,13 +153,37 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         **{k: v for k, v in pick(TrainConfig).items() if k not in ("data", "augment")})
 
 
+def run_folder_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with --output-dir, and with the state --resume would read from it, found
+    before any data is read."""
+    out = args.output_dir
+    if problem := unwritable(out, folder=True):
+        return f"--output-dir {out}: {problem}"
+    state = out / "last" / STATE_FILE
+    # torch saves a zip archive: one cut short (a run killed while saving) has lost its directory.
+    if args.resume and state.is_file() and not zipfile.is_zipfile(state):
+        best = out / "best"
+        instead = f"train on from {best} with --init {best} (no --resume), or " if (best / "model.pt").is_file() else ""
+        return f"--resume: {state} is damaged (cut short while being saved?); {instead}start again without --resume"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if problem := run_folder_problem(args):
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     try:
         summary = Trainer(config_from_args(args)).run()
     except (DataError, DeviceError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # Training itself stops cleanly on Ctrl-C (saving last/); this is Ctrl-C outside it.
+        saved = (args.output_dir / "last" / STATE_FILE).is_file()
+        print("interrupted; " + (f"continue with --resume (from {args.output_dir / 'last'})" if saved
+                                 else "nothing was saved yet: run the command again"), file=sys.stderr)
+        return 130
     return 130 if summary.get("stopped") else 0
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from ..audio.io import AUDIO_EXTENSIONS
+from ..audio.io import AUDIO_EXTENSIONS, AudioError, load_audio, printable
 from ..audio.noise import NoiseMixer
 from ..common.device import cuda_problem
 from ..common.messages import one_line
@@ -49,8 +49,10 @@ from ..inference.writers import (
     LineOptions,
     needs_timestamps,
     per_audio_targets,
+    unwritable,
     write_results,
 )
+from ..model.formats import name_list
 from ..model.loaded import LoadedModel, ModelError
 
 OUTPUT_FORMATS = tuple(ext.lstrip(".") for ext in SUPPORTED_EXTENSIONS)
@@ -81,15 +83,18 @@ bad audio:
   A missing, empty, undecodable or sample-less file is reported in one line on stderr. In single
   mode nothing else happens. In directory and batch modes the other files are still transcribed
   and written, and each bad one is listed as "skipped: <reason>". In evaluate mode a bad clip
-  counts as an empty hypothesis (so it costs WER) and is listed the same way. Silent audio is not
-  an error: it gives empty text.
+  counts as an empty hypothesis (so it costs WER) and is listed the same way. A clip with NaN or
+  infinite samples, and a link that loops or leads nowhere, are bad audio too. A file name that is
+  not UTF-8 is transcribed, and written with its odd bytes as \\xNN. Silent audio is not an error:
+  it gives empty text. evaluate warns about rows whose reference text is empty.
 
 exit status:
   {OK}    every audio file was transcribed
   {UNREADABLE}    some audio could not be read (listed on stderr); in directory, batch and evaluate
        modes everything else was transcribed and written
-  {USAGE}    bad arguments, or a missing model / manifest / audio folder (found before any
-       transcribing), or the output file could not be written
+  {USAGE}    bad arguments, or a missing model / manifest / audio folder, or an output file or
+       folder that cannot be written (all found before any transcribing); an output that still
+       fails to be written is printed to stdout instead, so nothing decoded is lost
   {INTERRUPTED}  interrupted (Ctrl-C); the transcripts done so far are written (not in evaluate mode)
 """
 
@@ -254,9 +259,14 @@ def _run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     inputs = _inputs(args)
-    if args.mode == "single" and (problem := _quick_audio_check(inputs.paths[0])):
-        print(f"error: {problem}", file=sys.stderr)
-        return UNREADABLE
+    load = load_audio
+    if args.mode == "single":  # the one file is decoded first: bad audio costs no model loading
+        try:
+            audio = load_audio(inputs.paths[0])
+        except AudioError as e:
+            print(f"error: {printable(str(e))}", file=sys.stderr)
+            return UNREADABLE
+        load = lambda _path: audio  # noqa: E731 -- read once, not twice
     loaded = _load(args)
     try:
         language = loaded.language_code(args.language)
@@ -272,12 +282,12 @@ def _run(args: argparse.Namespace) -> int:
     transcribe = transcribe_files_batched if args.batched else transcribe_files
     interrupted = False
     try:
-        results, failed = transcribe(loaded.model, inputs.paths, opts, loaded.tokenizer)
+        results, failed = transcribe(loaded.model, inputs.paths, opts, loaded.tokenizer, load=load)
     except Interrupted as e:  # keep what was done
         results, failed, interrupted = e.results, e.failed, True
 
     for _, error in failed:
-        print(f"{'error' if args.mode == 'single' else 'skipped'}: {error}", file=sys.stderr)
+        print(f"{'error' if args.mode == 'single' else 'skipped'}: {printable(error)}", file=sys.stderr)
     if interrupted and args.mode == "evaluate":
         print("interrupted: nothing scored", file=sys.stderr)
         return INTERRUPTED
@@ -316,13 +326,23 @@ def _options(args: argparse.Namespace, language: str | None) -> TranscribeOption
 
 
 def _output(args: argparse.Namespace, results: list[dict]) -> None:
-    if args.output_file:
-        _write(args, results)
-    elif _output_formats(args):
-        _write_per_audio(args, results)
-    else:
-        for r in results:
-            print(r["text"] if args.mode == "single" else f"{r['audio']}\t{r['text']}")
+    """Write the transcripts where asked, else print them; printed as well when writing fails."""
+    if not (args.output_file or _output_formats(args)):
+        _print(args, results)
+        return
+    try:
+        if args.output_file:
+            _write(args, results)
+        else:
+            _write_per_audio(args, results)
+    except CliError as e:
+        _print(args, results)
+        raise CliError(f"{e}; the transcripts are printed to stdout instead") from None
+
+
+def _print(args: argparse.Namespace, results: list[dict]) -> None:
+    for r in results:
+        print(r["text"] if args.mode == "single" else f"{printable(r['audio'])}\t{r['text']}")
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -355,6 +375,8 @@ def _check_args(args: argparse.Namespace) -> None:
             raise CliError("evaluate writes one JSON report: use --output_file report.json, not --output_dir")
         if args.output_dir and Path(args.output_dir).exists() and not Path(args.output_dir).is_dir():
             raise CliError(f"--output_dir {args.output_dir} is a file; give a folder")
+        if problem := unwritable(args.output_dir or ".", folder=True):
+            raise CliError(f"--output_dir {args.output_dir or '.'}: {problem}")
     if args.batched:
         try:
             silero_weights_path()
@@ -371,6 +393,8 @@ def _check_args(args: argparse.Namespace) -> None:
         if Path(args.output_file).is_dir():
             raise CliError(f"--output_file {args.output_file} is a folder; give a file name such as "
                            f"{Path(args.output_file) / ('out' + suffix if suffix else 'out.json')}")
+        if problem := unwritable(args.output_file):
+            raise CliError(f"--output_file {args.output_file}: {problem}")
     if args.mode != "evaluate" and (args.reference_file or args.dataset):
         raise CliError(f"--{'reference_file' if args.reference_file else 'dataset'} is for --mode evaluate, "
                        f"not {args.mode}")
@@ -415,21 +439,16 @@ def _inputs(args: argparse.Namespace) -> _Inputs:
                                  text_column=args.text_column) if args.dataset else read_manifest(_listing(args)))
             if not rows:
                 raise CliError(f"{_listing(args)} lists no utterances")
+            if empty := [printable(str(r.audio)) for r in rows if not r.text.strip()]:
+                print(f"warning: {_listing(args)}: {len(empty)} row{'s' * (len(empty) > 1)} with an empty reference "
+                      f"text, so each word of {'their' if len(empty) > 1 else 'its'} hypothesis counts as an insertion: "
+                      f"{name_list(empty, 5)}", file=sys.stderr)
             return _Inputs([r.audio for r in rows], rows, _noise_mixer(args))
         if args.mode == "single":
             return _Inputs([Path(args.audio_path[0])], [])
         return _Inputs(collect_audio(args.audio_path, args.audio_dir, args.manifest), [])
     except ManifestError as e:
         raise CliError(str(e)) from None
-
-
-def _quick_audio_check(path: Path) -> str | None:
-    """The cheap failures, found before the model loads (the rest surface when decoding)."""
-    if not path.is_file():
-        return f"audio file not found: {path} (check --audio_path)"
-    if path.stat().st_size == 0:
-        return f"empty audio file: {path} is 0 bytes (re-export or re-download it)"
-    return None
 
 
 def _load(args: argparse.Namespace) -> LoadedModel:
@@ -459,7 +478,12 @@ def _write(args: argparse.Namespace, results: list[dict]) -> None:
             print(f"wrote {len(results)} transcript{'s' * (len(results) != 1)} to {args.output_file}",
                   file=sys.stderr)
     except OSError as e:
-        raise CliError(f"cannot write {args.output_file}: {one_line(e)}") from None
+        raise CliError(f"cannot write {args.output_file}: {_why(e)}") from None
+
+
+def _why(error: OSError) -> str:
+    """The reason alone: the file named in an OSError may be the temporary one beside the target."""
+    return error.strerror or one_line(error)
 
 
 def _output_formats(args: argparse.Namespace) -> list[str]:
@@ -479,7 +503,7 @@ def _write_per_audio(args: argparse.Namespace, results: list[dict]) -> None:
             for r, target in per_audio_targets(results, folder, f".{fmt}"):
                 write_results([r], target, lines)
     except OSError as e:
-        raise CliError(f"cannot write into {folder}: {one_line(e)}") from None
+        raise CliError(f"cannot write into {folder}: {_why(e)}") from None
     print(f"wrote {', '.join(formats)} for {len(results)} audio file{'s' * (len(results) != 1)} to {folder}",
           file=sys.stderr)
 
@@ -500,12 +524,15 @@ def _evaluate(args: argparse.Namespace, runs: list[NoisyRun], inputs: _Inputs, l
         scores = score_runs(runs, rows, language, args.scoring)
     except ValueError as e:
         raise CliError(f"cannot score {_listing(args)}: {e}") from None
+    unwritten = None
     if args.output_file:
         try:
             write_report(args.output_file, scores, mixer)
+            print(f"wrote the evaluation of {len(rows)} utterances to {args.output_file}", file=sys.stderr)
         except OSError as e:
-            raise CliError(f"cannot write {args.output_file}: {one_line(e)}") from None
-        print(f"wrote the evaluation of {len(rows)} utterances to {args.output_file}", file=sys.stderr)
+            unwritten = f"cannot write {args.output_file}: {_why(e)}; the hypotheses are printed to stdout instead"
+            for u in scores[0].utterances:
+                print(f"{printable(u['audio'])}\t{u['hypothesis']}")
     if mixer:
         print(f"noise from {mixer.noise_dir} (seed {mixer.seed}):\n{format_table(scores)}")
     print(f"{'clean: ' if mixer else ''}WER {scores[0].wer * 100:.2f}%  CER {scores[0].cer * 100:.2f}%  "
@@ -513,8 +540,9 @@ def _evaluate(args: argparse.Namespace, runs: list[NoisyRun], inputs: _Inputs, l
     if failed:
         print(f"{len(failed)} of {len(rows)} clips could not be read (listed above as skipped) and were "
               "scored as empty hypotheses", file=sys.stderr)
-        return UNREADABLE
-    return OK
+    if unwritten:
+        raise CliError(unwritten)
+    return UNREADABLE if failed else OK
 
 
 def _listing(args: argparse.Namespace) -> str:

@@ -3,6 +3,7 @@ with same-named .txt files. Paths are resolved relative to the listing file."""
 from __future__ import annotations
 
 import csv
+import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -44,7 +45,7 @@ def read_texts(path: str | Path) -> list[str]:
         raise ManifestError(f"text file not found: {path} (pass a .txt, .jsonl, .csv or Common Voice .tsv file)")
     suffix = path.suffix.lower()
     if suffix == ".txt":
-        texts = path.read_text(encoding="utf-8").splitlines()
+        texts = read_listing_text(path).splitlines()
     elif suffix == ".jsonl":
         texts = [_field(row, "text", path, n) for n, row in _jsonl_rows(path)]
     elif suffix in (".tsv", ".csv"):
@@ -61,19 +62,30 @@ def read_texts(path: str | Path) -> list[str]:
     return texts
 
 
+def read_listing_text(path: Path) -> str:
+    """The text of a listing or transcript file, read as UTF-8 with or without a byte-order mark
+    (Excel and Notepad write one); ManifestError naming the first line that is not UTF-8."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise ManifestError(f"{path} is not UTF-8 at line {line}; re-save it as UTF-8, e.g. "
+                            f"iconv -f latin1 -t utf-8 {path} > {path}.utf8 && mv {path}.utf8 {path}") from None
+
+
 def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict]]:
     """(line number, object) of each non-blank line; ManifestError for a line that is not a JSON object."""
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ManifestError(f"{path}:{n}: not JSON (JSONDecodeError: {e})") from None
-            if not isinstance(row, dict):
-                raise ManifestError(f"{path}:{n}: expected a JSON object, got {type(row).__name__}")
-            yield n, row
+    for n, line in enumerate(io.StringIO(read_listing_text(path)), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ManifestError(f"{path}:{n}: not JSON (JSONDecodeError: {e})") from None
+        if not isinstance(row, dict):
+            raise ManifestError(f"{path}:{n}: expected a JSON object, got {type(row).__name__}")
+        yield n, row
 
 
 def _field(row: dict, key: str, path: Path, n: int) -> str:
@@ -96,10 +108,9 @@ def _read_jsonl(path: Path) -> list[Utterance]:
 
 def _table_rows(path: Path, delimiter: str) -> tuple[list[str], list[tuple[int, dict]]]:
     """The header of a CSV/TSV file and its (line number, row) pairs; Common Voice's TSVs have no quoting."""
-    with path.open(encoding="utf-8", newline="") as f:
-        quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
-        reader = csv.DictReader(f, delimiter=delimiter, quoting=quoting)
-        return list(reader.fieldnames or []), list(enumerate(reader, 2))
+    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+    reader = csv.DictReader(io.StringIO(read_listing_text(path), newline=""), delimiter=delimiter, quoting=quoting)
+    return list(reader.fieldnames or []), list(enumerate(reader, 2))
 
 
 def _read_table(path: Path, delimiter: str) -> list[Utterance]:
@@ -109,7 +120,10 @@ def _read_table(path: Path, delimiter: str) -> list[Utterance]:
     common_voice = "sentence" in fields and "path" in fields
     audio_key, text_key = ("path", "sentence") if common_voice else ("audio", "text")
     if audio_key not in fields or text_key not in fields:
-        raise ManifestError(f"{path}:1: header must have '{audio_key}' and '{text_key}' columns, found {fields}")
+        # A .tsv is most likely Common Voice's: name its columns first.
+        wanted = ("'path' and 'sentence' (Common Voice) or 'audio' and 'text'" if delimiter == "\t"
+                  else "'audio' and 'text'")
+        raise ManifestError(f"{path}:1: header must have {wanted} columns, found {fields}")
     base = path.parent / "clips" if common_voice else path.parent
     rows = []
     for n, row in table:
@@ -127,7 +141,7 @@ def read_folder(folder: str | Path) -> list[Utterance]:
     for audio in sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS):
         txt = audio.with_suffix(".txt")
         if txt.is_file():
-            rows.append(Utterance(audio, txt.read_text(encoding="utf-8").strip()))
+            rows.append(Utterance(audio, read_listing_text(txt).strip()))
     return rows
 
 

@@ -15,7 +15,7 @@ import bisect
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -245,9 +245,11 @@ def transcribe_batched(model: Whisper, audio: np.ndarray, opts: TranscribeOption
 
 def transcribe_files_batched(model: Whisper, paths: list[Path], opts: TranscribeOptions,
                              tokenizer: TokenizerBase | None = None, vad: VadOptions = VadOptions(),
-                             detector: SileroVAD | None = None) -> tuple[list[dict], list[tuple[Path, str]]]:
-    """`transcribe_batched` over files, the chunks of all files sharing batches; the same return
-    as `transcriber.transcribe_files`: (results in input order, [(path, error line)])."""
+                             detector: SileroVAD | None = None,
+                             load: Callable[[Path], np.ndarray] = load_audio) -> tuple[list[dict], list[tuple[Path, str]]]:
+    """`transcribe_batched` over files, the chunks of all files sharing batches; `load` reads a
+    file's 16 kHz samples (T,). The same return as `transcriber.transcribe_files`: (results in
+    input order, [(path, error line)])."""
     detector = detector or load_silero_vad()
     max_samples = window_frames(model.dims.n_audio_ctx) * HOP_LENGTH
     recordings: dict[Path, _Recording] = {}
@@ -256,7 +258,7 @@ def transcribe_files_batched(model: Whisper, paths: list[Path], opts: Transcribe
     def planned() -> Iterator[_Recording]:
         for path in tqdm(paths, desc="transcribing", unit="file", disable=not opts.progress):
             try:
-                audio = load_audio(path)
+                audio = load(path)
             except AudioError as e:
                 failed.append((path, str(e)))
                 continue

@@ -17,11 +17,13 @@ import torch
 from ..common.messages import one_line
 from ..common.precision import inference_dtype
 from ..tokenizer import LANGUAGES, TO_LANGUAGE_CODE, TokenizerBase, WhisperTokenizer, get_tokenizer, tokenizer_beside
-from ..tokenizer.base import normalize_language
+from ..tokenizer.base import CONFIG_FILE, normalize_language
 from .checkpoint import load_checkpoint, model_from_checkpoint
 from .whisper import Whisper
 
 ENGLISH = ("en", "english")
+# n_vocab of Whisper's BPE vocabularies: English-only, 99 languages, 100 (large-v3).
+WHISPER_VOCABULARIES = (51864, 51865, 51866)
 
 
 class ModelError(ValueError):
@@ -39,6 +41,20 @@ def whisper_vocabulary(model: Whisper) -> WhisperTokenizer:
 def is_language(name: str) -> bool:
     """Whether `name` is a language code or name Whisper knows at all (for messages: "xx" is none)."""
     return name.lower() in LANGUAGES or name.lower() in TO_LANGUAGE_CODE
+
+
+def _check_vocabulary(model: Whisper, tokenizer: TokenizerBase | None, source: str) -> None:
+    """The vocabulary must be the model's own: a token id past the model's embedding would only
+    surface while decoding, as "index out of range" on every clip."""
+    n_vocab = model.dims.n_vocab
+    if tokenizer is None and n_vocab not in WHISPER_VOCABULARIES:
+        raise ModelError(f"cannot load model {source}: its vocabulary has {n_vocab} tokens, not Whisper's, and "
+                         f"no {CONFIG_FILE} lies beside it; copy the tokenizer files saved with the model (a "
+                         "model trained from scratch keeps them in its checkpoint folder)")
+    if tokenizer is not None and tokenizer.n_vocab != n_vocab:
+        raise ModelError(f"cannot load model {source}: the tokenizer beside it has {tokenizer.n_vocab} tokens but "
+                         f"the model {n_vocab}, so they do not belong together; copy the tokenizer files saved "
+                         "with the model")
 
 
 @dataclass
@@ -75,6 +91,7 @@ class LoadedModel:
             raise
         except Exception as e:  # noqa: BLE001 -- corrupt or foreign files, an offline download: say which and why
             raise ModelError(f"cannot load model {source}: {one_line(e)}") from None
+        _check_vocabulary(model, tokenizer, source)
         return cls(model, tokenizer or whisper_vocabulary(model), source, dict(ckpt.extra))
 
     @property

@@ -121,6 +121,10 @@ def build_encoder_cache(encode: Callable[[Tensor], Tensor], encoder: torch.nn.Mo
                 for row, (i, (_, secs)) in zip(features, good):
                     array[i, k] = row
                     seconds[i] = secs
+    except BaseException:
+        # Ctrl-C or a failure part-way: half an array is no cache, and may be gigabytes.
+        tmp.unlink(missing_ok=True)
+        raise
     finally:
         dataset.set_epoch(epoch)
     if array is None:

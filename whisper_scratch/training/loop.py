@@ -27,6 +27,7 @@ from ..data.splits import DataError
 from ..evaluation.metrics import error_rates
 from ..evaluation.noisy import NoisyEvaluation
 from ..inference.decoding import DecodingOptions, DecodingTask
+from ..model.formats import name_list
 from ..model.whisper import Whisper
 from ..tokenizer import TokenizerBase
 from .config import TrainConfig
@@ -228,8 +229,9 @@ class Trainer:
         if not math.isfinite(loss):
             state.optimizer.zero_grad(set_to_none=True)
             state.nonfinite_skipped += 1
-            tqdm.write(f"warning: non-finite loss at step {state.step}, step skipped "
-                       f"({state.nonfinite_skipped} so far)")
+            clips = [path for b in group for path in b.paths]
+            tqdm.write(f"warning: non-finite loss at step {state.step}, step skipped ({state.nonfinite_skipped} "
+                       f"so far); its clips: {name_list(clips, 4)}")
             return None
         state.scaler.unscale_(state.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm)

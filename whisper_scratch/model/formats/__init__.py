@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor
 
+from ...common.messages import one_line
 from ..whisper import ModelDimensions, Whisper
 
 # Every parameter of the optional noise branch has this in its name (see model/whisper.py).
@@ -126,14 +127,30 @@ def name_list(names: list[str], limit: int = 8) -> str:
 
 
 def safe_torch_load(path: Path) -> Any:
-    """torch.load that only accepts tensors and plain containers (never arbitrary pickled objects)."""
+    """torch.load that only accepts tensors and plain containers (never arbitrary pickled objects);
+    CheckpointError, one line, for such a file and for one that is no checkpoint or is damaged."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        # torch reports a forbidden class and plain garbage alike as an UnpicklingError; only the
+        # first names the class.
+        forbidden = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        if forbidden is None:
+            raise CheckpointError(_damaged(path, "no pickle of tensors")) from None
         raise CheckpointError(
-            f"{path}: refusing to load: the file pickles objects other than tensors and plain containers, "
-            f"and only weights_only loading is allowed ({first})") from None
+            f"{path}: refusing to load: the file pickles objects other than tensors and plain containers "
+            f"({forbidden.group(1)}), and only weights_only loading is allowed") from None
+    except (FileNotFoundError, PermissionError, IsADirectoryError):
+        raise
+    except (OSError, RuntimeError, EOFError, KeyError, ValueError) as e:  # a cut zip archive, a cut or foreign pickle
+        # torch's first sentence is kept: it tells a cut archive from, say, memory running out.
+        first = one_line(str(e)).split(". ")[0]
+        raise CheckpointError(_damaged(path, f"{type(e).__name__}: {first}" if first else type(e).__name__)) from None
+
+
+def _damaged(path: Path, reason: str) -> str:
+    return (f"{path}: not a PyTorch checkpoint, or a damaged one (cut short while being written or copied?); "
+            f"use another copy of it ({reason})")
 
 
 def exportable_state(model: Whisper, drop_noise_branch: bool, target: str) -> dict[str, Tensor]:
