@@ -13,7 +13,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "whisper_scratch"
 # Top first; a subpackage may import from itself and from those after it only.
-LAYERS = ["cli", "experiments", "demo", "training", "evaluation", "inference", "data", "model", "audio",
+LAYERS = ["cli", "experiments", "demo", "training", "lm", "evaluation", "inference", "data", "model", "audio",
           "tokenizer", "common"]
 OLD_TOP_LEVEL = {"tokenizer", "train", "transcribe"}  # installed as whisper_scratch.* since the layout moved
 

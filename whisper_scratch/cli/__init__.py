@@ -6,6 +6,7 @@ loaded, printing and exit codes; what it runs is library code.
   whisper-scratch train ...        fine-tune or train from scratch (train.py)
   whisper-scratch export ...       write a model for faster-whisper, transformers, whisper.cpp, openai-whisper
   whisper-scratch tokenizer ...    train a SentencePiece vocabulary for a new language
+  whisper-scratch lm ...           build an n-gram language model from text, for beam search (lm/command.py)
   whisper-scratch demo ...         the web page to try a model (needs the [demo] extra)
 """
 from __future__ import annotations
@@ -16,7 +17,7 @@ import sys
 # command -> module whose main(argv) -> int runs it
 COMMANDS = {"transcribe": "whisper_scratch.cli.transcribe", "train": "whisper_scratch.cli.train",
             "export": "whisper_scratch.cli.export", "tokenizer": "whisper_scratch.cli.tokenizer",
-            "demo": "whisper_scratch.cli.demo"}
+            "demo": "whisper_scratch.cli.demo", "lm": "whisper_scratch.lm.command"}
 
 
 def main(argv: list[str] | None = None) -> int:

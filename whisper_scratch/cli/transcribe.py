@@ -6,6 +6,7 @@
   python transcribe.py --model_path base --mode evaluate --manifest test.jsonl --output_file eval.json
   python transcribe.py --model_path base --audio_path clip.flac --output_dir out/ --output_format all
   python transcribe.py --model_path base --mode evaluate --dataset my_saved_dataset --split test
+  python transcribe.py --model_path ckpt/ --language cs --beam_size 5 --lm cs.arpa --audio_path clip.flac
 
 modes:
   single     one --audio_path; its text goes to stdout (or --output_file)
@@ -38,7 +39,7 @@ from ..evaluation.listing import listed_language, score_runs, write_report
 from ..evaluation.metrics import SCORINGS
 from ..evaluation.noisy import NoisyRun, format_table, parse_snrs, transcribe_noisy
 from ..inference.batched import transcribe_files_batched
-from ..inference.decoding import DecodingOptions, FallbackOptions
+from ..inference.decoding import DecodingOptions, FallbackOptions, WordScorer
 from ..inference.options import Interrupted, TranscribeOptions, fast_dtype
 from ..inference.timing import APPEND_PUNCTUATIONS, PREPEND_PUNCTUATIONS
 from ..inference.transcriber import transcribe_files
@@ -52,6 +53,10 @@ from ..inference.writers import (
     unwritable,
     write_results,
 )
+from ..lm.arpa import ArpaError, read_arpa
+from ..lm.fusion import NgramScorer, vocabulary_overlap
+from ..lm.kneser_ney import NgramModel
+from ..lm.text import word_splitter
 from ..model.formats import name_list
 from ..model.loaded import LoadedModel, ModelError
 
@@ -59,6 +64,10 @@ OUTPUT_FORMATS = tuple(ext.lstrip(".") for ext in SUPPORTED_EXTENSIONS)
 
 # Exit codes (also in --help).
 OK, UNREADABLE, USAGE, INTERRUPTED = 0, 1, 2, 130
+# --lm_alpha / --lm_beta when not given: a starting point, to be tuned on a dev split (docs/lm.md).
+LM_ALPHA, LM_BETA = 0.5, 1.0
+# Below this share of known words an LM is probably of another language (or another normaliser).
+LM_OVERLAP_WARNING = 0.5
 
 EPILOG = f"""\
 output (--output_file, format chosen by the extension: {', '.join(SUPPORTED_EXTENSIONS)}):
@@ -190,6 +199,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="Silero VAD cuts each recording's speech into chunks of up to 30 s, decoded --batch_size "
                         "at a time without the previous text as prompt (faster-whisper's batched mode; needs "
                         "pip install 'whisper-scratch[vad]')")
+    p.add_argument("--lm", default=None, metavar="LM.arpa",
+                   help="an n-gram language model (ARPA, .gz too; built with whisper-scratch lm build) fused into "
+                        "beam search (needs --beam_size): each word gains lm_alpha * ln p_LM + lm_beta (docs/lm.md)")
+    p.add_argument("--lm_alpha", "--lm-alpha", type=float, default=None,
+                   help=f"with --lm: weight of the LM's natural-log probability (default {LM_ALPHA})")
+    p.add_argument("--lm_beta", "--lm-beta", type=float, default=None,
+                   help=f"with --lm: bonus per word, against the LM's preference for fewer words (default {LM_BETA})")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     p.add_argument("--scoring", choices=SCORINGS, default="standard",
                    help="evaluate: standard (openai-whisper's normaliser and plain jiwer, as published WERs "
@@ -252,6 +268,7 @@ class _Inputs:
     paths: list[Path]
     rows: list[Utterance]
     mixer: NoiseMixer | None = None  # evaluate under noise
+    lm: NgramModel | None = None  # --lm, read before the model loads
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -259,6 +276,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     inputs = _inputs(args)
+    inputs.lm = _read_lm(args)
     load = load_audio
     if args.mode == "single":  # the one file is decoded first: bad audio costs no model loading
         try:
@@ -278,7 +296,8 @@ def _run(args: argparse.Namespace) -> int:
         if language:
             print(f"decoding in '{language}', the language the listing gives for every row (--language overrides)",
                   file=sys.stderr)
-    opts = _options(args, language)
+    scorer = _lm_scorer(args, inputs, language, loaded)
+    opts = _options(args, language, scorer)
     transcribe = transcribe_files_batched if args.batched else transcribe_files
     interrupted = False
     try:
@@ -295,6 +314,8 @@ def _run(args: argparse.Namespace) -> int:
         noisy = (transcribe_noisy(loaded.model, inputs.paths, opts, loaded.tokenizer, inputs.mixer, args.snr)
                  if inputs.mixer else [])
         return _evaluate(args, [NoisyRun(None, results, failed), *noisy], inputs, language)
+    if scorer is not None and results:
+        _warn_overlap(args, inputs.lm, [r["text"] for r in results], "transcripts", language)
     if results:
         _output(args, results)
     if interrupted:
@@ -309,13 +330,15 @@ def _run(args: argparse.Namespace) -> int:
     return OK
 
 
-def _options(args: argparse.Namespace, language: str | None) -> TranscribeOptions:
+def _options(args: argparse.Namespace, language: str | None, lm: WordScorer | None = None) -> TranscribeOptions:
     timestamps = args.timestamps or needs_timestamps([f".{fmt}" for fmt in _output_formats(args)]
                                                      + [_suffix(args.output_file)])
+    fusion = {} if lm is None else dict(lm=lm, lm_alpha=_given(args.lm_alpha, LM_ALPHA),
+                                        lm_beta=_given(args.lm_beta, LM_BETA))
     return TranscribeOptions(
         decoding=DecodingOptions(task=args.task, language=language, beam_size=args.beam_size,
                                  best_of=args.best_of, seed=args.seed,
-                                 without_timestamps=not timestamps, prompt=args.initial_prompt),
+                                 without_timestamps=not timestamps, prompt=args.initial_prompt, **fusion),
         fallback=FallbackOptions(temperatures=(0.0,)) if args.no_fallback else FallbackOptions(),
         batch_size=args.batch_size if args.mode != "single" or args.batched else 1,
         condition_on_previous_text=args.condition_on_previous_text,
@@ -323,6 +346,44 @@ def _options(args: argparse.Namespace, language: str | None) -> TranscribeOption
         word_timestamps=args.word_timestamps, prepend_punctuations=args.prepend_punctuations,
         append_punctuations=args.append_punctuations, clip_timestamps=args.clip_timestamps,
         hallucination_silence_threshold=args.hallucination_silence_threshold)
+
+
+def _given(value: float | None, default: float) -> float:
+    return default if value is None else value
+
+
+def _read_lm(args: argparse.Namespace) -> NgramModel | None:
+    """The --lm model, read before the model loads so that a bad file costs no waiting."""
+    if not args.lm:
+        return None
+    try:
+        return read_arpa(args.lm)
+    except ArpaError as e:
+        raise CliError(f"--lm: {e}") from None
+
+
+def _lm_scorer(args: argparse.Namespace, inputs: _Inputs, language: str | None,
+               loaded: LoadedModel) -> NgramScorer | None:
+    """The scorer beam search fuses in: the LM's words normalised as scoring normalises the
+    decoding language, which must therefore be known."""
+    if inputs.lm is None:
+        return None
+    if language is None and loaded.is_multilingual:
+        raise CliError(f"--lm {args.lm}: give --language, the language of the LM's text (its words are "
+                       "normalised as WER scoring normalises that language)")
+    language = language or "en"
+    if inputs.rows:
+        _warn_overlap(args, inputs.lm, [r.text for r in inputs.rows], "references", language)
+    return NgramScorer(inputs.lm, word_splitter(language))
+
+
+def _warn_overlap(args: argparse.Namespace, lm: NgramModel, texts: list[str], what: str, language: str | None) -> None:
+    """One warning line when the LM knows few of the words of `texts` (of another language?)."""
+    share = vocabulary_overlap(lm, texts, word_splitter(language or "en"))
+    if share < LM_OVERLAP_WARNING:
+        print(f"warning: --lm {args.lm} knows only {share:.0%} of the words of the {what} ({language or 'en'} "
+              "normalisation): is it a model of this language? Build one with whisper-scratch lm build "
+              f"--language {language or 'en'}", file=sys.stderr)
 
 
 def _output(args: argparse.Namespace, results: list[dict]) -> None:
@@ -353,6 +414,17 @@ def _check_args(args: argparse.Namespace) -> None:
         raise CliError(f"--beam_size must be at least 1, got {args.beam_size} (leave it out for greedy decoding)")
     if args.best_of < 1:
         raise CliError(f"--best_of must be at least 1, got {args.best_of}")
+    if args.lm:
+        if not args.beam_size:
+            raise CliError(f"--lm {args.lm} is fused into beam search: add --beam_size 5 (greedy decoding "
+                           "cannot use it)")
+        if not Path(args.lm).is_file():
+            raise CliError(f"--lm {args.lm}: language model not found; build one with whisper-scratch lm build "
+                           "--text TEXT --language LANG --out LM.arpa")
+    else:
+        for flag, value in (("--lm_alpha", args.lm_alpha), ("--lm_beta", args.lm_beta)):
+            if value is not None:
+                raise CliError(f"{flag} weighs a language model: give it with --lm LM.arpa")
     word_options = {"--max_line_width": args.max_line_width, "--max_line_count": args.max_line_count,
                     "--highlight_words": args.highlight_words,
                     "--hallucination_silence_threshold": args.hallucination_silence_threshold}

@@ -1,14 +1,18 @@
 """Decoding over the static KV cache: language detection, batched greedy/sampling and beam search
 with Whisper's suppression and timestamp rules (`DecodingTask`, one decode of a batch), and the
 temperature fallback that decodes a window again when its text loops or is unlikely
-(`decode_with_fallback`).
+(`decode_with_fallback`), and the shallow fusion of a word language model (`WordScorer`) into
+beam search.
 
 Shapes: B audios, K beams per audio, T tokens so far, V vocabulary.
 """
 from __future__ import annotations
 
 import zlib
+from collections.abc import Hashable
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +23,22 @@ from ..model.loaded import whisper_vocabulary
 from ..model.whisper import KVCache, Whisper
 from ..tokenizer import TokenizerBase
 from ..tokenizer.suppression import blank_tokens, suppressed_tokens
+
+
+class WordScorer(Protocol):
+    """A language model over words, as beam search fuses it (`DecodingOptions.lm`). A state is what
+    the model keeps of the words so far: hashable, compared by value. Log-probabilities are
+    natural logarithms, the unit of the decoder's own."""
+
+    def start(self, context: str) -> Hashable:
+        """The state after the words of `context` (a prompt's text; "" for a sentence's start)."""
+
+    def score(self, state: Hashable, text: str) -> tuple[float, int, Hashable]:
+        """(ln p of the words of `text` after `state`, how many words, the state after them);
+        `text` is decoded text as it is, which the scorer normalises into its words."""
+
+    def end(self, state: Hashable) -> float:
+        """ln p that the text ends after `state` (</s>)."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +57,12 @@ class DecodingOptions:
     suppress_blank: bool = True
     without_timestamps: bool = False
     max_initial_timestamp: float | None = 1.0
+    # Shallow fusion into beam search (temperature 0 with beam_size; sampling ignores it): at each
+    # word boundary a beam's score gains lm_alpha * ln p_LM(word | the words before) + lm_beta, and
+    # lm_alpha * ln p_LM(</s> | ...) at the end of the text. The prompt's words are the LM's history.
+    lm: WordScorer | None = None
+    lm_alpha: float = 0.5
+    lm_beta: float = 0.0
 
 
 @dataclass
@@ -290,25 +316,31 @@ class DecodingTask:
         # All beams start equal: only the first is live at step 0, so the K extensions differ.
         scores = torch.full((n_audio, k_beams), -torch.inf, device=tokens.device)
         scores[:, 0] = 0
-        finished: list[list[tuple[list[int], float]]] = [[] for _ in range(n_audio)]
+        fusion = None if options.lm is None else _ShallowFusion(options, self.tokenizer, self.prompt, tokens.shape[0],
+                                                                logits.shape[-1], tokens.device)
+        # (tokens, score, the decoder's own log-probability): the two differ only with an LM fused in.
+        finished: list[list[tuple[list[int], float, float]]] = [[] for _ in range(n_audio)]
         done = [False] * n_audio
         for step in range(sample_len):
             last = step == sample_len - 1
             self.rules.apply(logits, tokens)
             logprobs = F.log_softmax(logits.float(), dim=-1)
             n_vocab = logprobs.shape[-1]
-            total = (logprobs.view(n_audio, k_beams, n_vocab) + scores[:, :, None]).view(n_audio, -1)
+            ranked = logprobs if fusion is None else fusion.fused(logprobs, last)
+            total = (ranked.view(n_audio, k_beams, n_vocab) + scores[:, :, None]).view(n_audio, -1)
             top_scores, top_ids = total.topk(2 * k_beams, dim=-1)
             sources, words = (top_ids // n_vocab).tolist(), (top_ids % n_vocab).tolist()
             top_scores = top_scores.tolist()
-            rows, next_words, next_scores = [], [], []
+            top_logprobs = top_scores if fusion is None else fusion.logprobs(logprobs, top_ids)
+            rows, next_words, next_scores, next_logprobs = [], [], [], []
             for a in range(n_audio):
                 spare = k_beams  # next candidate to fill a slot whose hypothesis finished
                 for k in range(k_beams):
                     pick = k
                     if not done[a] and (words[a][k] == eot or last):
                         seq = tokens[a * k_beams + sources[a][k], begin:].tolist()
-                        finished[a].append((seq if words[a][k] == eot else seq + [words[a][k]], top_scores[a][k]))
+                        finished[a].append((seq if words[a][k] == eot else seq + [words[a][k]], top_scores[a][k],
+                                            top_logprobs[a][k]))
                         while spare < 2 * k_beams and words[a][spare] == eot:
                             spare += 1
                         if spare < 2 * k_beams:
@@ -316,9 +348,12 @@ class DecodingTask:
                     rows.append(a * k_beams + sources[a][pick])
                     next_words.append(words[a][pick])
                     next_scores.append(top_scores[a][pick])
+                    next_logprobs.append(top_logprobs[a][pick])
                 done[a] = done[a] or last or len(finished[a]) >= max_done
             if all(done):
                 break
+            if fusion is not None:
+                fusion.advance(rows, next_words, next_logprobs)
             index = torch.tensor(rows, device=tokens.device)
             self.cache.reorder(index)
             new = torch.tensor(next_words, device=tokens.device)
@@ -327,12 +362,81 @@ class DecodingTask:
             logits = self.model.logits(new[:, None], features, self.cache)[:, -1]
 
         best = [_most_likely(f, options.length_penalty) for f in finished]
-        return [b[0] for b in best], [b[1] for b in best], no_speech
+        return [b[0] for b in best], [b[2] for b in best], no_speech
 
 
-def _most_likely(hypotheses: list[tuple[list[int], float]], length_penalty: float) -> tuple[list[int], float]:
-    """The (tokens, sum log-probability) with the best log-probability / length ** length_penalty."""
+def _most_likely(hypotheses: list[tuple], length_penalty: float) -> tuple:
+    """The hypothesis (tokens, score, ...) with the best score / length ** length_penalty."""
     return max(hypotheses, key=lambda h: h[1] / max(len(h[0]), 1) ** length_penalty)
+
+
+@lru_cache(maxsize=4)
+def word_boundaries(tokenizer: TokenizerBase, n_vocab: int) -> tuple[bool, ...]:
+    """For each of the n_vocab token ids: whether it ends the word before it, as a token whose
+    text starts with a space does, and every special token (end of text, timestamps); the other
+    tokens go on spelling the word. Cached: 50k decodes cost more than a short clip's search."""
+    starts = [tokenizer.decode([i]).startswith(" ") for i in range(min(tokenizer.eot, n_vocab))]
+    return tuple(starts) + (True,) * (n_vocab - len(starts))
+
+
+class _ShallowFusion:
+    """The language model's side of a beam search over N = B * K rows: each row's LM state after
+    its finished words, the tokens of the word it is spelling, and its log-probability under the
+    decoder alone, which `avg_logprob` (and so the fallback's checks) keeps meaning.
+
+    A word is scored once it is complete, when the next token ends it (`word_boundaries`): every
+    such token of a row gains the same α·ln p(word | history) + β (times the number of words the
+    normaliser makes of it), end of text α·ln p(</s> | ...) more."""
+
+    def __init__(self, options: DecodingOptions, tokenizer: TokenizerBase, prompt: list[int], n_rows: int,
+                 n_vocab: int, device: torch.device):
+        self.lm, self.alpha, self.beta = options.lm, options.lm_alpha, options.lm_beta
+        self.tokenizer, self.eot = tokenizer, tokenizer.eot
+        self.ends_word = word_boundaries(tokenizer, n_vocab)
+        self.boundary = torch.tensor(self.ends_word, dtype=torch.float32, device=device)  # (V,)
+        start = self.lm.start(tokenizer.decode([t for t in prompt if t < tokenizer.eot]))
+        self.states: list[Hashable] = [start] * n_rows
+        self.spelling: list[list[int]] = [[] for _ in range(n_rows)]
+        self.logprob = torch.zeros(n_rows, device=device)
+        self.after: list[Hashable] = self.states  # each row's state once its word is scored
+
+    def fused(self, logprobs: Tensor, last: bool) -> Tensor:
+        """logprobs (N, V) plus what each next token gains from the LM: its row's word gain on
+        the tokens that end the word, and the end-of-text gain on <|endoftext|>. At the `last`
+        step every hypothesis ends, so every token gains both: the word being spelt is scored as
+        it stands (the last token's letters left out), so a beam cannot escape the LM by never
+        finishing a word."""
+        word_gain, end_gain, self.after = [], [], []
+        for state, tokens in zip(self.states, self.spelling):
+            logp, n_words, after = self.lm.score(state, self.tokenizer.decode(tokens)) if tokens else (0.0, 0, state)
+            word_gain.append(self.alpha * logp + self.beta * n_words)
+            end_gain.append(self.alpha * self.lm.end(after))
+            self.after.append(after)
+        gain, end = torch.tensor(word_gain, device=logprobs.device), torch.tensor(end_gain, device=logprobs.device)
+        if last:
+            return logprobs + (gain + end)[:, None]
+        fused = logprobs + gain[:, None] * self.boundary
+        fused[:, self.eot] += end
+        return fused
+
+    def logprobs(self, logprobs: Tensor, top_ids: Tensor) -> list[list[float]]:
+        """The decoder-only log-probability of each candidate: logprobs (N, V) of this step,
+        top_ids (B, 2K) indices into the flattened (K * V) candidates of each audio."""
+        n_audio = top_ids.shape[0]
+        return (logprobs + self.logprob[:, None]).view(n_audio, -1).gather(1, top_ids).tolist()
+
+    def advance(self, rows: list[int], tokens: list[int], logprobs: list[float]) -> None:
+        """The beams after a step: row i continues row rows[i] with tokens[i]."""
+        states, spelling = [], []
+        for row, token in zip(rows, tokens):
+            if self.ends_word[token]:
+                states.append(self.after[row])
+                spelling.append([token] if token < self.eot else [])
+            else:
+                states.append(self.states[row])
+                spelling.append([*self.spelling[row], token])
+        self.states, self.spelling = states, spelling
+        self.logprob = torch.tensor(logprobs, device=self.logprob.device)
 
 
 @torch.no_grad()
