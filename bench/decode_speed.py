@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
 
         with tempfile.TemporaryDirectory() as folder:
             save_huggingface(ours, folder, tokenizer)
-            theirs = WhisperForConditionalGeneration.from_pretrained(folder, dtype=dtype).to(device).eval()
+            theirs = WhisperForConditionalGeneration.from_pretrained(folder).to(device, dtype).eval()
         features = mel.to(device, dtype)
         language = "en" if tokenizer.is_multilingual else None
 
