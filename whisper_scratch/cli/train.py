@@ -16,11 +16,11 @@ from dataclasses import fields
 from pathlib import Path
 
 from ..common.device import DeviceError
+from ..common.files import unwritable
 from ..common.precision import DTYPES
 from ..data.splits import DataConfig, DataError
 from ..evaluation.metrics import SCORINGS
 from ..evaluation.noisy import parse_snrs
-from ..inference.writers import unwritable
 from ..model.whisper import SIZES
 from ..training.augment import AugmentConfig
 from ..training.config import TrainConfig

@@ -31,6 +31,7 @@ import torch
 from ..audio.io import AUDIO_EXTENSIONS, AudioError, load_audio, printable
 from ..audio.noise import NoiseMixer
 from ..common.device import cuda_problem
+from ..common.files import unwritable
 from ..common.messages import one_line
 from ..common.precision import DTYPES
 from ..data.hf_dataset import read_dataset
@@ -50,7 +51,6 @@ from ..inference.writers import (
     LineOptions,
     needs_timestamps,
     per_audio_targets,
-    unwritable,
     write_results,
 )
 from ..lm.arpa import ArpaError, read_arpa
@@ -315,7 +315,7 @@ def _run(args: argparse.Namespace) -> int:
                  if inputs.mixer else [])
         return _evaluate(args, [NoisyRun(None, results, failed), *noisy], inputs, language)
     if scorer is not None and results:
-        _warn_overlap(args, inputs.lm, [r["text"] for r in results], "transcripts", language)
+        _warn_overlap(args, scorer, [r["text"] for r in results], "transcripts", language)
     if results:
         _output(args, results)
     if interrupted:
@@ -371,19 +371,21 @@ def _lm_scorer(args: argparse.Namespace, inputs: _Inputs, language: str | None,
     if language is None and loaded.is_multilingual:
         raise CliError(f"--lm {args.lm}: give --language, the language of the LM's text (its words are "
                        "normalised as WER scoring normalises that language)")
-    language = language or "en"
+    scorer = NgramScorer(inputs.lm, word_splitter(language or "en"))
     if inputs.rows:
-        _warn_overlap(args, inputs.lm, [r.text for r in inputs.rows], "references", language)
-    return NgramScorer(inputs.lm, word_splitter(language))
+        _warn_overlap(args, scorer, [r.text for r in inputs.rows], "references", language)
+    return scorer
 
 
-def _warn_overlap(args: argparse.Namespace, lm: NgramModel, texts: list[str], what: str, language: str | None) -> None:
+def _warn_overlap(args: argparse.Namespace, scorer: NgramScorer, texts: list[str], what: str,
+                  language: str | None) -> None:
     """One warning line when the LM knows few of the words of `texts` (of another language?)."""
-    share = vocabulary_overlap(lm, texts, word_splitter(language or "en"))
+    share = vocabulary_overlap(scorer.model, texts, scorer.words)
     if share < LM_OVERLAP_WARNING:
-        print(f"warning: --lm {args.lm} knows only {share:.0%} of the words of the {what} ({language or 'en'} "
+        language = language or "en"
+        print(f"warning: --lm {args.lm} knows only {share:.0%} of the words of the {what} ({language} "
               "normalisation): is it a model of this language? Build one with whisper-scratch lm build "
-              f"--language {language or 'en'}", file=sys.stderr)
+              f"--language {language}", file=sys.stderr)
 
 
 def _output(args: argparse.Namespace, results: list[dict]) -> None:

@@ -11,6 +11,8 @@ from typing import Any, BinaryIO
 
 import torch
 
+from .messages import one_line
+
 CACHE_ENV = "WHISPER_SCRATCH_CACHE"
 DEFAULT_CACHE = Path("~/.cache/whisper_scratch")
 
@@ -59,3 +61,21 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """torch.save through `atomic_open`."""
     with atomic_open(path) as f:
         torch.save(obj, f)
+
+
+def unwritable(path: str | os.PathLike, folder: bool = False) -> str | None:
+    """Why a file (with `folder`, a folder) cannot be written at `path`, found before any work is
+    done; None when it can. Missing parent folders are fine (writing creates them) as long as the
+    nearest existing one is a folder that takes new files."""
+    path = Path(path)
+    if path.is_dir() != folder and path.exists():
+        return f"{path} is {'a file' if folder else 'a folder'}; give {'a folder' if folder else 'a file name'}"
+    start = path if folder else path.parent
+    nearest = next((p for p in (start, *start.parents) if p.exists()), start)
+    if not nearest.is_dir():
+        return f"{nearest} is a file, so no folder can be made there"
+    try:
+        tempfile.TemporaryFile(dir=nearest).close()  # the one sure test: root ignores permission bits
+    except OSError as e:
+        return f"cannot create files in {nearest} ({e.strerror or one_line(e)})"
+    return None

@@ -31,7 +31,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -220,24 +219,6 @@ def _printable_audio(rows: Sequence[dict]) -> list[dict]:
     """`rows` with their "audio" names made printable (see audio.io.printable): a file name that
     is not UTF-8 must not stop the transcripts of every file from being written."""
     return [{**r, "audio": printable(r["audio"])} if "audio" in r else dict(r) for r in rows]
-
-
-def unwritable(path: str | os.PathLike, folder: bool = False) -> str | None:
-    """Why a file (with `folder`, a folder) cannot be written at `path`, found before any work is
-    done; None when it can. Missing parent folders are fine (writing creates them) as long as the
-    nearest existing one is a folder that takes new files."""
-    path = Path(path)
-    if path.is_dir() != folder and path.exists():
-        return f"{path} is {'a file' if folder else 'a folder'}; give {'a folder' if folder else 'a file name'}"
-    start = path if folder else path.parent
-    nearest = next((p for p in (start, *start.parents) if p.exists()), start)
-    if not nearest.is_dir():
-        return f"{nearest} is a file, so no folder can be made there"
-    try:
-        tempfile.TemporaryFile(dir=nearest).close()  # the one sure test: root ignores permission bits
-    except OSError as e:
-        return f"cannot create files in {nearest} ({e.strerror or one_line(e)})"
-    return None
 
 
 def write_evaluation(path: str | os.PathLike, wer: float, cer: float, utterances: Sequence[dict[str, str]],

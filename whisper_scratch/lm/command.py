@@ -24,8 +24,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from ..common.files import unwritable
 from ..data.manifest import ManifestError
-from ..inference.writers import unwritable
 from .arpa import ArpaError, read_arpa, write_arpa
 from .kneser_ney import count_ngrams, estimate, prune_thresholds
 from .text import read_sentences

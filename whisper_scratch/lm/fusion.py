@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from pathlib import Path
 
-from .arpa import read_arpa
 from .kneser_ney import BOS, EOS, Ngram, NgramModel
-from .text import word_splitter
 
 LN10 = math.log(10)
 # Entries of the score cache before it starts again: a long recording must not grow it without end.
@@ -51,12 +48,6 @@ class NgramScorer:
     def end(self, state: Ngram) -> float:
         """ln p(</s> | state)."""
         return self.model.log10_prob(EOS, state) * LN10
-
-
-def load_scorer(path: str | Path, language: str | None) -> NgramScorer:
-    """The scorer of the ARPA model at `path`, words normalised by the scoring rules of
-    `language`; ArpaError when the file is not a readable model."""
-    return NgramScorer(read_arpa(path), word_splitter(language))
 
 
 def vocabulary_overlap(model: NgramModel, texts: Iterable[str], words: Callable[[str], list[str]]) -> float:
