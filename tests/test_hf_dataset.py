@@ -15,7 +15,7 @@ import sentencepiece as spm
 
 from whisper_scratch.audio.io import load_audio
 from whisper_scratch.cli import train, transcribe
-from whisper_scratch.data.hf_dataset import read_dataset
+from whisper_scratch.data.hf_dataset import AUDIO_CACHE, read_dataset
 from whisper_scratch.data.manifest import ManifestError
 from whisper_scratch.data.splits import DataConfig, DataError, load_utterances
 from whisper_scratch.tokenizer import get_tokenizer
@@ -234,3 +234,20 @@ def test_evaluate_on_a_dataset_equals_evaluate_on_a_manifest(capsys, tmp_path, t
         [(u["reference"], u["hypothesis"]) for u in want["utterances"]]
     assert (got["wer"], got["cer"]) == (want["wer"], want["cer"])
     assert sum(bool(u["hypothesis"]) for u in want["utterances"]) == 4 and want["wer"] < 0.3
+
+
+@pytest.mark.parametrize("name", FORMATS)
+def test_lm_build_reads_a_datasets_text_column_as_its_manifest(sources, name, tmp_path, capsys):
+    """`lm build --dataset` builds the same model as `--text` over the same rows' manifest, and
+    writes no audio to the cache."""
+    from whisper_scratch.lm.command import main
+
+    args = ["build", "--language", "en", "--order", "3", "--no-progress"]
+    assert main([*args, "--text", str(sources["train"]), "--out", str(tmp_path / "manifest.arpa")]) == 0
+    assert main([*args, "--dataset", str(sources[name]), "--split", "train", "--out", str(tmp_path / "ds.arpa")]) == 0
+    assert (tmp_path / "ds.arpa").read_bytes() == (tmp_path / "manifest.arpa").read_bytes()
+    assert not (tmp_path / "cache" / AUDIO_CACHE).exists()
+    capsys.readouterr()
+    assert main([*args, "--dataset", str(sources[name]), "--split", "train", "--text-column", "nope",
+                 "--out", str(tmp_path / "x.arpa")]) == 2
+    assert "'nope'" in capsys.readouterr().err

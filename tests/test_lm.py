@@ -8,21 +8,29 @@ plain beam search's tokens on a random model; on a scripted decoder (fixed next-
 probabilities) an LM flips "there" to "their" only where its history says so. `shared` tests run
 the real tiny.en: an LM changes a word of jfk.flac, and long-form and batched runs take --lm."""
 import gzip
+import json
 import math
+import os
 import random
+import shutil
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
 import torch
 from test_cli import one_error_line
 
+from whisper_scratch.audio.geometry import HOP_LENGTH, SAMPLE_RATE, window_frames
 from whisper_scratch.cli import main as whisper_scratch
 from whisper_scratch.cli import transcribe
+from whisper_scratch.data.manifest import Utterance
 from whisper_scratch.inference.decoding import DecodingOptions, DecodingTask, decode
+from whisper_scratch.lm import tune as tuning
 from whisper_scratch.lm.arpa import ArpaError, read_arpa, write_arpa
-from whisper_scratch.lm.fusion import NgramScorer, vocabulary_overlap
+from whisper_scratch.lm.fusion import NgramScorer, read_lm, scorer_for, vocabulary_overlap
 from whisper_scratch.lm.kneser_ney import (
     BOS,
     EOS,
@@ -34,7 +42,8 @@ from whisper_scratch.lm.kneser_ney import (
     estimate,
 )
 from whisper_scratch.lm.text import word_splitter
-from whisper_scratch.model.loaded import whisper_vocabulary
+from whisper_scratch.lm.tune import ALPHAS, BETAS, Trial, best_trial, search
+from whisper_scratch.model.loaded import LoadedModel, whisper_vocabulary
 from whisper_scratch.model.whisper import ModelDimensions, Whisper
 
 DIMS = ModelDimensions(n_mels=8, n_audio_ctx=16, n_audio_state=16, n_audio_head=2, n_audio_layer=1,
@@ -289,7 +298,7 @@ def test_scorer_normalises_words_as_scoring_does():
     assert scorer.score(start, " (laughs)") == (0.0, 0, start)  # an aside normalises to nothing
     assert scorer.end(state) == pytest.approx(model.log10_prob(EOS, ["hello"]) * math.log(10))
     assert scorer.start("Hello world") == ("world",)
-    assert vocabulary_overlap(model, ["Hello there world"], word_splitter("cs")) == pytest.approx(2 / 3)
+    assert vocabulary_overlap(scorer, ["Hello there world"]) == pytest.approx(2 / 3)
 
 
 # -- the command lines ------------------------------------------------------------------------
@@ -304,7 +313,7 @@ def test_build_command(tmp_path, capsys):
                             "--order", "3", "--out", str(out), "--no-progress"])
     printed, err = capsys.readouterr()
     assert code == 0, err
-    assert "read 4 sentences, 9 words (4 different) from 2 files" in err
+    assert "read 4 sentences, 9 words (4 different) from 2 sources" in err
     assert f"wrote {out}: order 3, 1-grams 7, 2-grams" in printed
     model = read_arpa(out)
     assert model.vocabulary() == {"ahoj", "světe", "dobrý", "den"}  # lowercased, punctuation gone
@@ -385,3 +394,201 @@ def test_long_form_and_batched_take_an_lm(shared_data, tiny_en_dir, jfk_lm, caps
     assert transcribe.main(argv) == 0
     out = capsys.readouterr().out
     assert "ask not what our country" in out, out
+
+
+# -- tuning lm_alpha and lm_beta ----------------------------------------------------------------
+
+def bowl(best_alpha: float, best_beta: float):
+    """A trial whose WER is a bowl around (best_alpha, best_beta), recording the points run."""
+    seen = []
+
+    def run(alpha: float, beta: float) -> Trial:
+        seen.append((alpha, beta))
+        return Trial(alpha, beta, (alpha - best_alpha) ** 2 + (beta - best_beta) ** 2, 0.0, 0.0)
+    return run, seen
+
+
+def test_pattern_search_walks_to_the_best_pair_within_its_budget():
+    run, seen = bowl(0.5, 3.0)
+    trials = search(run, ALPHAS, BETAS, budget=40)
+    assert best_trial(trials).alpha == 0.5 and best_trial(trials).beta == 3.0
+    assert seen[0] == (ALPHAS[3], BETAS[3])  # the middle of the grid first
+    assert len(seen) == len(set(seen)) < len(ALPHAS) * len(BETAS)  # no pair twice, fewer than the grid
+    run, seen = bowl(0.5, 3.0)
+    assert len(search(run, ALPHAS, BETAS, budget=3)) == 3
+    run, seen = bowl(0.5, 3.0)
+    assert len(search(run, ALPHAS, BETAS, budget=100, whole_grid=True)) == len(ALPHAS) * len(BETAS)
+    assert seen[:2] == [(ALPHAS[0], BETAS[0]), (ALPHAS[0], BETAS[1])]  # row by row
+
+
+def clips_folder(tmp_path: Path, model: Whisper, n: int = 5) -> list[Utterance]:
+    """n clips of noise that fit the random model's window, listed with a reference each."""
+    rng = np.random.default_rng(0)
+    samples = window_frames(model.dims.n_audio_ctx) * HOP_LENGTH
+    rows = []
+    for i in range(n):
+        path = tmp_path / f"clip{i}.wav"
+        sf.write(path, (0.1 * rng.standard_normal(samples // 2 + 100 * i)).astype(np.float32), SAMPLE_RATE)
+        rows.append(Utterance(path, "w1 w2 w3", "en"))
+    return rows
+
+
+def test_dev_split_encodes_once_and_decodes_as_a_fresh_run(tmp_path):
+    model, _ = random_model()
+    rows = clips_folder(tmp_path, model)
+    lm = NgramScorer(build(random_corpus(50), 3), word_splitter("en"))
+    options = tuning.default_options("en", beam_size=3, batch_size=2)
+    dev = tuning.DevSplit(LoadedModel.wrap(model), rows, "en", options)
+    encoder_calls = []
+    embed = model.embed_audio
+    model.embed_audio = lambda *a, **k: encoder_calls.append(1) or embed(*a, **k)
+    first = dev.trial(None, 0.0, 0.0)
+    assert len(encoder_calls) == 3 and len(dev.encoded) == len(rows)  # batches of 2, 2 and 1
+    cached = dev.trial(lm, 2.0, 1.0)
+    assert len(encoder_calls) == 3  # the second trial only decodes
+    fresh = tuning.DevSplit(LoadedModel.wrap(model), rows, "en", options).trial(lm, 2.0, 1.0)
+    assert (cached.wer, cached.cer) == (fresh.wer, fresh.cer)
+    assert not first.fused and cached.fused
+
+
+def test_tune_command_bad_input(tmp_path, capsys):
+    from whisper_scratch.lm.command import main
+
+    write_arpa(build([["a"]], 2), tmp_path / "lm.arpa")
+    (tmp_path / "dev.jsonl").write_text('{"audio": "a.wav", "text": "a"}\n')
+    base = ["tune", "--model_path", str(tmp_path / "no-model"), "--manifest", str(tmp_path / "dev.jsonl")]
+    cases = [
+        (["--lm", str(tmp_path / "lm.arpa"), "--alphas", "0.5", "0.1"], ["--alphas", "ascending"]),
+        (["--lm", str(tmp_path / "lm.arpa"), "--alphas", "-1", "0"], ["--alphas", "negative"]),
+        (["--lm", str(tmp_path / "lm.arpa"), "--budget", "0"], ["--budget"]),
+        (["--lm", str(tmp_path / "lm.arpa"), "--save"], ["--save", "checkpoint folder"]),
+        (["--lm", str(tmp_path / "missing.arpa")], ["missing.arpa", "not found"]),
+        (["--lm", str(tmp_path / "lm.arpa")], ["no-model"]),
+    ]
+    for args, needles in cases:
+        assert main([*base, *args]) == 2
+        one_error_line(capsys.readouterr().err, *needles)
+
+
+@pytest.mark.shared
+def test_tune_finds_the_pair_and_transcribe_uses_it(shared_data, tiny_en_dir, jfk_lm, tmp_path, capsys):
+    """On a one-clip "dev split" whose reference says "our country": the tuned pair is the one that
+    makes the LM win, its WER is exactly what transcribe.py --mode evaluate gives with those
+    flags, and --save makes transcribe.py --lm use it."""
+    model = tmp_path / "model"
+    shutil.copytree(tiny_en_dir, model)
+    dev = tmp_path / "dev.jsonl"
+    reference = " ".join(JFK_LM).replace("your", "our")
+    dev.write_text(json.dumps({"audio": str(shared_data / "samples/jfk.flac"), "text": reference}) + "\n")
+    report = tmp_path / "tune.json"
+    from whisper_scratch.lm.command import main
+
+    assert main(["tune", "--model_path", str(model), "--lm", str(jfk_lm), "--manifest", str(dev), "--alphas", "0.5",
+                 "2", "--betas", "0", "3", "--grid", "--threads", "2", "--output", str(report), "--save"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.strip().splitlines()[-1] == "--lm_alpha 2 --lm_beta 3"
+    tuned = json.loads(report.read_text())
+    assert tuned["baseline"]["wer"] > 0 and tuned["best"]["wer"] == 0.0
+    for trial in [tuned["baseline"], *tuned["trials"]]:
+        weights = ["--lm", str(jfk_lm), "--lm_alpha", str(trial["alpha"]), "--lm_beta", str(trial["beta"])]
+        assert transcribe.main(["--model_path", str(model), "--mode", "evaluate", "--manifest", str(dev),
+                                "--beam_size", "5", "--threads", "2", "--output_file", str(tmp_path / "e.json"),
+                                *(weights if trial["fused"] else [])]) == 0
+        assert json.loads((tmp_path / "e.json").read_text())["wer"] == trial["wer"]
+    capsys.readouterr()
+    assert transcribe.main(["--model_path", str(model), "--audio_path", str(shared_data / "samples/jfk.flac"),
+                            "--beam_size", "5", "--threads", "2", "--lm", str(jfk_lm)]) == 0
+    out, err = capsys.readouterr()
+    assert "our country" in out and "your" not in out
+    assert "--lm_alpha 2 --lm_beta 3: tuned for this model" in err
+
+
+# -- train.py --eval-lm ---------------------------------------------------------------------------
+
+def test_train_evaluates_with_the_lm(tmp_path, capsys):
+    from test_train import ASTERISK, asterisk_args, trainer_for
+
+    from whisper_scratch.cli import train
+    from whisper_scratch.training.loop import eval_options, evaluate
+
+    lm = tmp_path / "asterisk.arpa"
+    assert whisper_scratch(["lm", "build", "--text", str(ASTERISK), "--language", "en", "--order", "3",
+                            "--out", str(lm), "--no-progress"]) == 0
+    out = tmp_path / "run"
+    args = asterisk_args(out, 2, "--eval-lm", str(lm), "--eval-lm-alpha", "0", "--eval-lm-beta", "0",
+                         "--eval-beam-size", "3", "--eval-every", "1000")
+    trainer = trainer_for(args)
+    options = eval_options(trainer.model, trainer.cfg, trainer.eval_lm)
+    assert options.beam_size == 3 and options.lm is trainer.eval_lm and options.lm_alpha == 0.0
+    assert eval_options(trainer.model, trainer.cfg).beam_size is None  # greedy without --eval-lm
+    # Zero weights: the fused evaluation is the plain beam search's.
+    fused = evaluate(trainer.model, trainer.tokenizer, trainer.data, trainer.cfg, lm=trainer.eval_lm)
+    plain = evaluate(trainer.model, trainer.tokenizer, trainer.data, trainer.cfg,
+                     lm=NgramScorer(build([["unrelated"]], 2), word_splitter("en")))
+    assert fused["pairs"] == plain["pairs"]
+    assert train.main(args) == 0
+    assert [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if "eval_wer" in line]
+    capsys.readouterr()
+    (tmp_path / "bad.arpa").write_text("not a model\n")
+    bad = asterisk_args(tmp_path / "run2", 2, "--eval-lm", str(tmp_path / "bad.arpa"))
+    assert train.main(bad) == 2
+    one_error_line(capsys.readouterr().err, "--eval-lm", "bad.arpa", "not an ARPA")
+
+
+# -- KenLM as the query backend ------------------------------------------------------------------
+
+def kenlm_module():
+    """kenlm, which CI installs (requirements-test.txt); elsewhere a skip when it is missing."""
+    if os.environ.get("WHISPER_SCRATCH_SHARED") == "1":
+        import kenlm
+        return kenlm
+    return pytest.importorskip("kenlm")
+
+
+def test_our_arpa_reader_agrees_with_kenlm(tmp_path):
+    kenlm = kenlm_module()
+    model = build(random_corpus(300), 4, prune=(0, 0, 1))
+    path = write_arpa(model, tmp_path / "lm.arpa")
+    theirs = kenlm.Model(str(path))
+    ours = read_arpa(path)
+    rng = random.Random(1)
+    sentences = random_corpus(40, seed=7) + [[f"w{rng.randrange(120)}" for _ in range(6)] for _ in range(20)]
+    for sentence in sentences:  # seen and unseen words and n-grams, <unk> included (w100 and up)
+        history = [BOS]
+        expected = [score for score, _, _ in theirs.full_scores(" ".join(sentence), bos=True, eos=True)]
+        got = []
+        for word in [*sentence, EOS]:
+            got.append(ours.log10_prob(word, history))
+            history.append(word)
+        assert got == pytest.approx(expected, abs=2e-6)  # KenLM keeps float32
+
+
+def test_kenlm_scorer_gives_the_python_scorers_scores(tmp_path):
+    kenlm_module()
+    path = write_arpa(build(random_corpus(300), 3), tmp_path / "lm.arpa")
+    python, kenlm = (scorer_for(read_lm(path, backend), "en") for backend in ("python", "kenlm"))
+    for context in ("", "w1 w2", "w5 w9 w17 w3"):
+        a, b = python.start(context), kenlm.start(context)
+        for text in (" w3", " w3 w8", " w120", " (laughs)"):
+            (pa, na, a2), (pb, nb, b2) = python.score(a, text), kenlm.score(b, text)
+            assert na == nb and pa == pytest.approx(pb, abs=1e-5)
+            assert python.end(a2) == pytest.approx(kenlm.end(b2), abs=1e-5)
+    assert [python.knows(w) for w in ("w3", "w999")] == [kenlm.knows(w) for w in ("w3", "w999")] == [True, False]
+    # Fused into beam search, the two backends choose the same tokens.
+    model, features = random_model()
+    options = DecodingOptions(language="en", beam_size=4, without_timestamps=True)
+    by = [[r.tokens for r in decode(model, features, replace(options, lm=s, lm_alpha=1.0, lm_beta=0.5))]
+          for s in (python, kenlm)]
+    assert by[0] == by[1]
+
+
+def test_kenlm_backend_bad_input(tmp_path, capsys):
+    kenlm_module()
+    (tmp_path / "corrupt.arpa").write_text("this is not a model\n")
+    with pytest.raises(ArpaError, match="corrupt.arpa"):
+        read_lm(tmp_path / "corrupt.arpa", "kenlm")
+    with pytest.raises(ArpaError, match="not found"):
+        read_lm(tmp_path / "none.arpa", "kenlm")
+    assert transcribe.main(["--model_path", str(tmp_path / "m"), "--audio_path", str(tmp_path / "a.wav"),
+                            "--lm_backend", "kenlm"]) == 2
+    one_error_line(capsys.readouterr().err, "--lm_backend", "--lm LM.arpa")

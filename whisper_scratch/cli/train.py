@@ -114,6 +114,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="also evaluate with noise from this folder mixed in (same segment per clip every time)")
     r.add_argument("--eval-snr", type=_snrs, default=(10.0, 0.0), metavar="DB,DB",
                    help="SNRs in dB for --eval-noise-dir, comma-separated (default 10,0)")
+    r.add_argument("--eval-lm", type=Path, metavar="LM.arpa",
+                   help="evaluate with beam search fused with this n-gram LM (whisper-scratch lm build; docs/lm.md) "
+                        "instead of greedily, so best/ is chosen by the WER it will be used with")
+    r.add_argument("--eval-lm-alpha", type=float, default=0.5, help="with --eval-lm: lm_alpha (tune it with "
+                                                                     "whisper-scratch lm tune; default 0.5)")
+    r.add_argument("--eval-lm-beta", type=float, default=1.0, help="with --eval-lm: lm_beta (default 1.0)")
+    r.add_argument("--eval-beam-size", type=int, default=5, help="with --eval-lm: beam width (default 5)")
     r.add_argument("--num-workers", type=int, default=2, help="DataLoader workers decoding audio")
     r.add_argument("--seed", type=int, default=1234)
     r.add_argument("--device", default="auto",

@@ -25,6 +25,7 @@ import argparse
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -53,10 +54,9 @@ from ..inference.writers import (
     per_audio_targets,
     write_results,
 )
-from ..lm.arpa import ArpaError, read_arpa
-from ..lm.fusion import NgramScorer, vocabulary_overlap
-from ..lm.kneser_ney import NgramModel
-from ..lm.text import word_splitter
+from ..lm.arpa import ArpaError
+from ..lm.fusion import BACKENDS, CachedScorer, read_lm, scorer_for, vocabulary_overlap
+from ..lm.tune import STORED, read_stored
 from ..model.formats import name_list
 from ..model.loaded import LoadedModel, ModelError
 
@@ -203,9 +203,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="an n-gram language model (ARPA, .gz too; built with whisper-scratch lm build) fused into "
                         "beam search (needs --beam_size): each word gains lm_alpha * ln p_LM + lm_beta (docs/lm.md)")
     p.add_argument("--lm_alpha", "--lm-alpha", type=float, default=None,
-                   help=f"with --lm: weight of the LM's natural-log probability (default {LM_ALPHA})")
+                   help=f"with --lm: weight of the LM's natural-log probability (default: the pair lm tune --save stored "
+                        f"beside the model, else {LM_ALPHA})")
     p.add_argument("--lm_beta", "--lm-beta", type=float, default=None,
                    help=f"with --lm: bonus per word, against the LM's preference for fewer words (default {LM_BETA})")
+    p.add_argument("--lm_backend", "--lm-backend", choices=BACKENDS, default="python",
+                   help="with --lm: read and query it with our ARPA reader (python, default) or KenLM's C++ engine "
+                        "(kenlm: pip install 'whisper-scratch[kenlm]'; far less memory for large models, and KenLM "
+                        "binary files)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     p.add_argument("--scoring", choices=SCORINGS, default="standard",
                    help="evaluate: standard (openai-whisper's normaliser and plain jiwer, as published WERs "
@@ -268,7 +273,7 @@ class _Inputs:
     paths: list[Path]
     rows: list[Utterance]
     mixer: NoiseMixer | None = None  # evaluate under noise
-    lm: NgramModel | None = None  # --lm, read before the model loads
+    lm: Any = None  # --lm (lm.fusion.read_lm), read before the model loads
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -297,6 +302,10 @@ def _run(args: argparse.Namespace) -> int:
             print(f"decoding in '{language}', the language the listing gives for every row (--language overrides)",
                   file=sys.stderr)
     scorer = _lm_scorer(args, inputs, language, loaded)
+    if scorer is not None and args.lm_alpha is None and args.lm_beta is None and (stored := read_stored(args.model_path, args.lm)):
+        args.lm_alpha, args.lm_beta = stored["lm_alpha"], stored["lm_beta"]
+        print(f"--lm_alpha {args.lm_alpha:g} --lm_beta {args.lm_beta:g}: tuned for this model on "
+              f"{stored.get('dev', 'a dev split')} ({STORED} in {args.model_path})", file=sys.stderr)
     opts = _options(args, language, scorer)
     transcribe = transcribe_files_batched if args.batched else transcribe_files
     interrupted = False
@@ -352,18 +361,18 @@ def _given(value: float | None, default: float) -> float:
     return default if value is None else value
 
 
-def _read_lm(args: argparse.Namespace) -> NgramModel | None:
+def _read_lm(args: argparse.Namespace) -> Any:
     """The --lm model, read before the model loads so that a bad file costs no waiting."""
     if not args.lm:
         return None
     try:
-        return read_arpa(args.lm)
+        return read_lm(args.lm, args.lm_backend)
     except ArpaError as e:
         raise CliError(f"--lm: {e}") from None
 
 
 def _lm_scorer(args: argparse.Namespace, inputs: _Inputs, language: str | None,
-               loaded: LoadedModel) -> NgramScorer | None:
+               loaded: LoadedModel) -> CachedScorer | None:
     """The scorer beam search fuses in: the LM's words normalised as scoring normalises the
     decoding language, which must therefore be known."""
     if inputs.lm is None:
@@ -371,16 +380,16 @@ def _lm_scorer(args: argparse.Namespace, inputs: _Inputs, language: str | None,
     if language is None and loaded.is_multilingual:
         raise CliError(f"--lm {args.lm}: give --language, the language of the LM's text (its words are "
                        "normalised as WER scoring normalises that language)")
-    scorer = NgramScorer(inputs.lm, word_splitter(language or "en"))
+    scorer = scorer_for(inputs.lm, language)
     if inputs.rows:
         _warn_overlap(args, scorer, [r.text for r in inputs.rows], "references", language)
     return scorer
 
 
-def _warn_overlap(args: argparse.Namespace, scorer: NgramScorer, texts: list[str], what: str,
+def _warn_overlap(args: argparse.Namespace, scorer: CachedScorer, texts: list[str], what: str,
                   language: str | None) -> None:
     """One warning line when the LM knows few of the words of `texts` (of another language?)."""
-    share = vocabulary_overlap(scorer.model, texts, scorer.words)
+    share = vocabulary_overlap(scorer, texts)
     if share < LM_OVERLAP_WARNING:
         language = language or "en"
         print(f"warning: --lm {args.lm} knows only {share:.0%} of the words of the {what} ({language} "
@@ -424,9 +433,10 @@ def _check_args(args: argparse.Namespace) -> None:
             raise CliError(f"--lm {args.lm}: language model not found; build one with whisper-scratch lm build "
                            "--text TEXT --language LANG --out LM.arpa")
     else:
-        for flag, value in (("--lm_alpha", args.lm_alpha), ("--lm_beta", args.lm_beta)):
+        for flag, value in (("--lm_alpha", args.lm_alpha), ("--lm_beta", args.lm_beta),
+                            ("--lm_backend", None if args.lm_backend == "python" else args.lm_backend)):
             if value is not None:
-                raise CliError(f"{flag} weighs a language model: give it with --lm LM.arpa")
+                raise CliError(f"{flag} is for a language model: give it with --lm LM.arpa")
     word_options = {"--max_line_width": args.max_line_width, "--max_line_count": args.max_line_count,
                     "--highlight_words": args.highlight_words,
                     "--hallucination_silence_threshold": args.hallucination_silence_threshold}

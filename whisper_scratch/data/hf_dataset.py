@@ -66,6 +66,25 @@ def read_dataset(source: str | Path, split: str, *, config: str | None = None, a
     return utterances
 
 
+def read_dataset_texts(source: str | Path, split: str, *, config: str | None = None,
+                       text_column: str | None = None) -> list[str]:
+    """The non-blank transcripts of `split` of a Hugging Face dataset (as `read_dataset` finds it),
+    with no audio read or cached: text for a language model. ManifestError as `read_dataset`."""
+    name, path = str(source), Path(source)
+    where = f"{name} [{split}]"
+    if path.is_dir() and not _is_saved(path) and _metadata_tables(path):
+        rows, columns = _audiofolder(path, split, "audio")
+        column = _text_column(where, columns, text_column)
+    else:
+        dataset = _load(name, path, split, config)
+        column = _text_column(where, dataset.column_names, text_column)
+        rows = dataset.select_columns([column])
+    texts = [str(row[column]) for row in rows if row[column] is not None and str(row[column]).strip()]
+    if not texts:
+        raise ManifestError(f"{where}: no transcripts in its {column!r} column")
+    return texts
+
+
 def _datasets():
     try:
         import datasets
@@ -112,9 +131,15 @@ def _load(name: str, path: Path, split: str, config: str | None):
 def _columns(where: str, columns: list[str], audio_column: str,
              text_column: str | None) -> tuple[str, str | None]:
     """The transcript and language columns; ManifestError when the audio or text column is missing."""
-    listed = ", ".join(columns)
     if audio_column not in columns:
-        raise ManifestError(f"{where}: no audio column {audio_column!r} (columns: {listed}); pass --audio-column")
+        raise ManifestError(f"{where}: no audio column {audio_column!r} (columns: {', '.join(columns)}); "
+                            "pass --audio-column")
+    return _text_column(where, columns, text_column), next((c for c in LANGUAGE_COLUMNS if c in columns), None)
+
+
+def _text_column(where: str, columns: list[str], text_column: str | None) -> str:
+    """The transcript column: the one named, else the first of TEXT_COLUMNS there is."""
+    listed = ", ".join(columns)
     if text_column is None:
         text_column = next((c for c in TEXT_COLUMNS if c in columns), None)
         if text_column is None:
@@ -122,7 +147,7 @@ def _columns(where: str, columns: list[str], audio_column: str,
                                 f"(columns: {listed}); pass --text-column")
     elif text_column not in columns:
         raise ManifestError(f"{where}: no text column {text_column!r} (columns: {listed}); pass --text-column")
-    return text_column, next((c for c in LANGUAGE_COLUMNS if c in columns), None)
+    return text_column
 
 
 def _undecoded(dataset, columns: list[str]) -> Iterable[dict[str, Any]]:

@@ -61,11 +61,10 @@ class PaddingWindows:
 
 
 @torch.no_grad()
-def transcribe_clips(model: Whisper, mels: Tensor, audios: list[np.ndarray], opts: TranscribeOptions,
-                     tokenizer: TokenizerBase, padding: Tensor | None = None) -> list[dict]:
+def transcribe_clips(model: Whisper, features: Tensor, audios: list[np.ndarray], opts: TranscribeOptions,
+                     tokenizer: TokenizerBase) -> list[dict]:
     """Results {"text", "language", "segments", "duration"} of clips that fit one window each:
-    mels (B, n_mels, n) their encoder inputs, `padding` as for `embed_audio`."""
-    features = embed_audio(model, mels, padding)
+    features (B, n_audio_ctx, D) their encoder outputs (`embed_audio`)."""
     want_segments = not opts.decoding.without_timestamps
     out = []
     results = decode_with_fallback(model, features, opts.decoding, tokenizer, opts.fallback)

@@ -20,7 +20,7 @@ from ..common.messages import one_line
 from ..model.loaded import whisper_vocabulary
 from ..model.whisper import Whisper
 from ..tokenizer import TokenizerBase
-from .clips import PaddingWindows, transcribe_clips
+from .clips import PaddingWindows, embed_audio, transcribe_clips
 from .longform import transcribe_long
 from .options import Interrupted, TranscribeOptions, TranscriptionStopped
 
@@ -60,11 +60,15 @@ def _prefetch(paths: list[Path], n_mels: int, n_frames: int, ahead: int, silence
 
 def transcribe_files(model: Whisper, paths: list[Path], opts: TranscribeOptions,
                      tokenizer: TokenizerBase | None = None,
-                     load: Callable[[Path], np.ndarray] = load_audio) -> tuple[list[dict], list[tuple[Path, str]]]:
+                     load: Callable[[Path], np.ndarray] = load_audio,
+                     encoded: dict[Path, Tensor] | None = None) -> tuple[list[dict], list[tuple[Path, str]]]:
     """Transcribe many files: clips up to 30 s go through in batches, longer ones (and every file
     when `clip_timestamps` are given) window by window with `transcribe_long`. `load` reads a
     file's 16 kHz samples (T,); noisy evaluation passes one that mixes in noise. `tokenizer`
-    defaults to Whisper's vocabulary for the model.
+    defaults to Whisper's vocabulary for the model. `encoded`, when given, keeps each clip's
+    encoder output (1, n_audio_ctx, D) by path and reuses it on the next call with the same
+    model and audio: decoding the same clips under other options (`lm tune`) then skips the
+    encoder, with the same batches and so the same transcripts.
 
     Returns (results in input order, [(path, error line)] for files that could not be read or
     failed part-way; a long recording that failed part-way is also in the results, with the text
@@ -79,12 +83,20 @@ def transcribe_files(model: Whisper, paths: list[Path], opts: TranscribeOptions,
     batches: dict[int, list[tuple[Path, np.ndarray, Tensor]]] = {}
     paddings = PaddingWindows(model)
 
+    def _features(batch: list[tuple[Path, np.ndarray, Tensor]]) -> Tensor:
+        if encoded is not None and all(p in encoded for p, _, _ in batch):
+            return torch.cat([encoded[p] for p, _, _ in batch])
+        mels = torch.stack([m for _, _, m in batch])
+        features = embed_audio(model, mels, paddings(mels) if mels.shape[-1] < size else None)
+        if encoded is not None:
+            encoded.update((p, features[i:i + 1]) for i, (p, _, _) in enumerate(batch))
+        return features
+
     def flush(batch: list[tuple[Path, np.ndarray, Tensor]]):
         try:
-            mels = torch.stack([m for _, _, m in batch])
-            padding = paddings(mels) if mels.shape[-1] < size else None
-            for (p, audio, _), result in zip(batch, transcribe_clips(model, mels, [a for _, a, _ in batch], opts,
-                                                                       tokenizer, padding)):
+            features = _features(batch)
+            for (p, audio, _), result in zip(batch, transcribe_clips(model, features, [a for _, a, _ in batch], opts,
+                                                                       tokenizer)):
                 results[p] = {"audio": str(p), **result}
         except Exception as e:  # noqa: BLE001 -- one failing batch must not cost the other files
             failed.extend((p, f"cannot transcribe {p}: {one_line(e)}") for p, _, _ in batch)

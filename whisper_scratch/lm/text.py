@@ -17,12 +17,14 @@ def word_splitter(language: str | None) -> Callable[[str], list[str]]:
     return lambda text: normalise(text).split()
 
 
-def read_sentences(paths: Sequence[str | Path], language: str | None) -> Iterator[list[str]]:
-    """The normalised words of every transcript in `paths` (each a .txt of one sentence a line,
-    a .jsonl, a .csv or a Common Voice .tsv: see data.manifest.read_texts), file by file; a
-    sentence that normalises to nothing is left out. ManifestError for an unreadable file."""
+def read_sentences(sources: Sequence[str | Path | Callable[[], list[str]]],
+                   language: str | None) -> Iterator[list[str]]:
+    """The normalised words of every transcript of `sources`, one after the other: each a file (a
+    .txt of one sentence a line, a .jsonl, a .csv or a Common Voice .tsv: see
+    data.manifest.read_texts) or a function giving transcripts (a Hugging Face dataset's column);
+    a sentence that normalises to nothing is left out. ManifestError for an unreadable source."""
     words = word_splitter(language)
-    for path in paths:
-        for text in read_texts(path):
+    for source in sources:
+        for text in (source() if callable(source) else read_texts(source)):
             if sentence := words(text):
                 yield sentence

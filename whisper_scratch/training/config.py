@@ -54,6 +54,12 @@ class TrainConfig:
     trim_padding: bool = False
     eval_noise_dir: Path | None = None  # also evaluate with this noise mixed in, at each eval_snr (dB)
     eval_snr: tuple[float, ...] = (10.0, 0.0)
+    # Decode the dev split with beam search fused with this n-gram LM (docs/lm.md) instead of
+    # greedily: the WER that picks best/ is then the one the model will be used with.
+    eval_lm: Path | None = None
+    eval_lm_alpha: float = 0.5
+    eval_lm_beta: float = 1.0
+    eval_beam_size: int = 5
     scoring: str = "standard"  # WER/CER scoring of the evaluations, see metrics.error_rates; "lenient" is opt-in
     # Loop.
     eval_every: int = 200

@@ -26,7 +26,9 @@ from ..data.manifest import Utterance
 from ..data.splits import DataError
 from ..evaluation.metrics import error_rates
 from ..evaluation.noisy import NoisyEvaluation
-from ..inference.decoding import DecodingOptions, DecodingTask
+from ..inference.decoding import DecodingOptions, DecodingTask, WordScorer
+from ..lm.arpa import ArpaError
+from ..lm.fusion import CachedScorer, read_lm, scorer_for
 from ..model.formats import name_list
 from ..model.whisper import Whisper
 from ..tokenizer import TokenizerBase
@@ -56,22 +58,42 @@ def micro_batch_loss(model: nn.Module, batch: Batch, padding: Tensor | None = No
                            reduction="sum")
 
 
+def eval_options(model: Whisper, cfg: TrainConfig, lm: WordScorer | None = None) -> DecodingOptions:
+    """How the dev split is decoded: greedy, or with `lm` (--eval-lm) beam search fused with it."""
+    fusion = {} if lm is None else dict(beam_size=cfg.eval_beam_size, lm=lm, lm_alpha=cfg.eval_lm_alpha,
+                                        lm_beta=cfg.eval_lm_beta)
+    return DecodingOptions(language=cfg.data.language, task=cfg.data.task, without_timestamps=True,
+                           sample_len=model.dims.n_text_ctx // 2, **fusion)
+
+
+def eval_scorer(cfg: TrainConfig) -> CachedScorer | None:
+    """The --eval-lm model as the scorer beam search fuses in, read before any training; ValueError
+    naming the file when it cannot be read."""
+    if cfg.eval_lm is None:
+        return None
+    if cfg.eval_beam_size < 1:
+        raise ValueError(f"--eval-beam-size must be at least 1, got {cfg.eval_beam_size}")
+    try:
+        return scorer_for(read_lm(cfg.eval_lm), cfg.data.language)
+    except ArpaError as e:
+        raise ValueError(f"--eval-lm: {e}") from None
+
+
 @torch.no_grad()
 def evaluate(model: Whisper, tokenizer: TokenizerBase, data: TrainData, cfg: TrainConfig,
              dtype: torch.dtype = torch.float32, progress: bool = False,
-             distributed: Distributed | None = None) -> dict[str, Any]:
-    """Batched greedy decoding of the eval split, scored as `transcribe.py --mode evaluate` does:
-    an unreadable clip counts as an empty hypothesis (leaving it out would flatter the WER).
-    Clips the duration or label-length filters leave out are not scored. Under torchrun
-    (`distributed`) each rank decodes its share and every rank gets the scores of the whole split.
+             distributed: Distributed | None = None, lm: WordScorer | None = None) -> dict[str, Any]:
+    """Batched decoding of the eval split (greedy, or beam search fused with `lm`), scored as
+    `transcribe.py --mode evaluate` does: an unreadable clip counts as an empty hypothesis (leaving
+    it out would flatter the WER). Clips the duration or label-length filters leave out are not
+    scored. Under torchrun (`distributed`) each rank decodes its share and every rank gets the
+    scores of the whole split.
 
     Returns {"wer", "cer", "pairs": [(reference, hypothesis)], "unreadable": n, "skipped": [Skipped]}.
     """
     was_training = model.training
     model.eval()
-    options = DecodingOptions(language=cfg.data.language, task=cfg.data.task, without_timestamps=True,
-                              sample_len=model.dims.n_text_ctx // 2)
-    task = DecodingTask(model, tokenizer, options)
+    task = DecodingTask(model, tokenizer, eval_options(model, cfg, lm))
     pairs, skipped = [], []
     rank, world = (distributed.rank, distributed.world) if distributed else (0, 1)
     for batch in tqdm(data.eval_loader(rank, world), desc="eval", leave=False, disable=not progress):
@@ -127,6 +149,7 @@ class Trainer:
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg
         self.out = Path(cfg.output_dir)
+        self.eval_lm = eval_scorer(cfg)  # read first: a bad LM file costs no data loading
         setup = build(cfg)
         self.device, self.dist, self.dtype = setup.device, setup.distributed, setup.dtype
         self.model, self.module, self.tokenizer, self.params = setup.model, setup.module, setup.tokenizer, setup.params
@@ -258,7 +281,7 @@ class Trainer:
         No rank waits in a collective while another decodes alone: NCCL would time it out."""
         model = unsharded_copy(self.model, self.dtype) if self.cfg.fsdp else self.model
         result = evaluate(model, self.tokenizer, self.data, self.cfg, self.dtype, progress=self.dist.main,
-                          distributed=self.dist)
+                          distributed=self.dist, lm=self.eval_lm)
         noisy = self._evaluate_noisy(model)
         del model  # the unsharded copy of an --fsdp run
         for s in self.eval_skipped.add(result["skipped"]):
@@ -279,8 +302,7 @@ class Trainer:
             return {}
         was_training = model.training
         model.eval()
-        options = DecodingOptions(language=self.cfg.data.language, task=self.cfg.data.task,
-                                  without_timestamps=True, sample_len=model.dims.n_text_ctx // 2)
+        options = eval_options(model, self.cfg, self.eval_lm)
         with autocast(self.device, self.dtype):
             metrics = self.noisy_eval(model, self.tokenizer, options, self.cfg.eval_batch_size,
                                       self.cfg.data.language, self.cfg.scoring, (self.dist.rank, self.dist.world),
