@@ -15,5 +15,10 @@ if [ "${1:-}" = "--test" ]; then
 else
   "$VENV/bin/python" -m pip install -q -r requirements.txt
 fi
-"$VENV/bin/python" -m pip install -q --no-deps -e .
+# setuptools warns about every editable install of a package that sits in the working folder (which
+# is the point of one here); its output is kept in a log and shown only if the install fails.
+if ! "$VENV/bin/python" -m pip install -q --no-deps -e . >"$VENV/editable-install.log" 2>&1; then
+  cat "$VENV/editable-install.log" >&2
+  exit 1
+fi
 touch "$stamp"

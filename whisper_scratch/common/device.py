@@ -65,6 +65,13 @@ def native_bf16(device: torch.device) -> bool:
     return device.type == "cuda" and torch.cuda.get_device_capability(device) >= NATIVE_BF16
 
 
+def cpu_native_bf16() -> bool:
+    """True where this CPU computes bf16 itself (AMX or AVX-512 BF16): there bf16 training is
+    faster than fp32; elsewhere it is emulated, and slower."""
+    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")  # private, hence getattr
+    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
+
+
 def pick_precision(name: str, device: torch.device) -> torch.dtype:
     """`auto`: bf16 on GPUs of capability 8.0 and up, fp16 (with a gradient scaler) on older ones,
     fp32 on the CPU."""
@@ -86,8 +93,7 @@ def precision_warning(device: torch.device, dtype: torch.dtype) -> str | None:
         major, minor = torch.cuda.get_device_capability(device)
         return (f"warning: --precision bf16 on a GPU of capability {major}.{minor} is emulated, and attention "
                 "falls back to its slow full-matrix path; --precision fp16 (or auto) is the fast one here")
-    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")  # private, hence getattr
-    if any(getattr(torch.cpu, probe, lambda: False)() for probe in probes):
+    if cpu_native_bf16():
         return None
     return ("warning: --precision bf16 on a CPU without bf16 instructions (AMX or AVX-512 BF16) is emulated "
             "and can be slower than fp32; pass --precision fp32 after the preset")

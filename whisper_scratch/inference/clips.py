@@ -32,6 +32,7 @@ def padding_features(model: Whisper, level: float = 0.0) -> Tensor:
     return model.embed_audio(mel)
 
 
+@torch.no_grad()
 def embed_audio(model: Whisper, mel: Tensor, padding: Tensor | None = None) -> Tensor:
     """Features (B, n_audio_ctx, D) of mel (B, n_mels, n): a full window (n = 3000), or the first
     n frames of one, completed with the frames of `padding` (1 or B, n_audio_ctx, D; from
