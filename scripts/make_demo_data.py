@@ -1,7 +1,7 @@
 """Build the data of run.sh's embedded demos, once; the result is committed with its licence in
 tests/data/LICENSES.md.
 
-  python scripts/make_demo_data.py czech [--train 320 --held-out 40 --seed 0]
+  python scripts/make_demo_data.py czech [--train 320 --held-out 32 --seed 0]
       tests/data/cs-demo (the default demo), from ../shared/data/fillets-cv/cs: a seeded draw of the
       Common Voice-style train split and of the dev split (other game levels), in the same layout
   python scripts/make_demo_data.py english [--train 150 --test 50 --seed 0]
@@ -16,6 +16,8 @@ import random
 import shutil
 from pathlib import Path
 
+import soundfile as sf
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -27,6 +29,8 @@ def czech(args: argparse.Namespace) -> None:
     for split, n in (("train", args.train), ("dev", args.held_out)):
         header, *rows = (args.source / f"{split}.tsv").read_text(encoding="utf-8").splitlines()
         path = header.split("\t").index("path")
+        # Clips that fit the encoder's window: a longer one would be skipped by training.
+        rows = [r for r in rows if sf.info(args.source / "clips" / r.split("\t")[path]).duration <= args.max_duration]
         chosen = sorted(random.Random(args.seed).sample(rows, n), key=lambda r: r.split("\t")[path])
         for row in chosen:
             name = row.split("\t")[path]
@@ -64,7 +68,8 @@ def main() -> None:
     cs.add_argument("--source", type=Path, default=REPO.parent / "shared/data/fillets-cv/cs")
     cs.add_argument("--out", type=Path, default=REPO / "tests/data/cs-demo")
     cs.add_argument("--train", type=int, default=320)
-    cs.add_argument("--held-out", type=int, default=40)
+    cs.add_argument("--held-out", type=int, default=32)
+    cs.add_argument("--max-duration", type=float, default=30.0)
     cs.add_argument("--seed", type=int, default=0)
     en = kinds.add_parser("english")
     en.add_argument("--source", type=Path, default=REPO.parent / "shared/data/asterisk-en")
