@@ -1,7 +1,7 @@
 """Build the data of run.sh's embedded demos, once; the result is committed with its licence in
 tests/data/LICENSES.md.
 
-  python scripts/make_demo_data.py czech [--train 320 --held-out 32 --seed 0]
+  python scripts/make_demo_data.py czech [--train 384 --held-out 32 --seed 0]
       tests/data/cs-demo (the default demo), from ../shared/data/fillets-cv/cs: a seeded draw of the
       Common Voice-style train split and of the dev split (other game levels), in the same layout
   python scripts/make_demo_data.py english [--train 150 --test 50 --seed 0]
@@ -67,7 +67,7 @@ def main() -> None:
     cs = kinds.add_parser("czech")
     cs.add_argument("--source", type=Path, default=REPO.parent / "shared/data/fillets-cv/cs")
     cs.add_argument("--out", type=Path, default=REPO / "tests/data/cs-demo")
-    cs.add_argument("--train", type=int, default=320)
+    cs.add_argument("--train", type=int, default=384)
     cs.add_argument("--held-out", type=int, default=32)
     cs.add_argument("--max-duration", type=float, default=30.0)
     cs.add_argument("--seed", type=int, default=0)
