@@ -31,6 +31,7 @@ from ..common.files import unwritable, write_json
 from ..data.hf_dataset import read_dataset_texts
 from ..data.manifest import ManifestError, read_manifest
 from .arpa import ArpaError, read_arpa, write_arpa
+from .fusion import BACKENDS
 from .kneser_ney import count_ngrams, estimate, prune_thresholds
 from .text import read_sentences
 
@@ -204,7 +205,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     t.add_argument("--manifest", "--reference_file", "--reference-file", dest="manifest", type=Path, required=True,
                    help="the dev listing (.jsonl, .csv or Common Voice .tsv), never the test split")
     t.add_argument("--language", help="the language of the LM and the listing (needed for multilingual models)")
-    t.add_argument("--lm_backend", "--lm-backend", choices=("python", "kenlm"), default="python",
+    t.add_argument("--lm_backend", "--lm-backend", choices=BACKENDS, default="python",
                    help="read and query the LM with our ARPA reader or KenLM (as transcribe.py --lm_backend)")
     t.add_argument("--beam_size", "--beam-size", type=int, default=5, help="beam width (default 5)")
     t.add_argument("--alphas", type=float, nargs="+", default=None, metavar="A",
