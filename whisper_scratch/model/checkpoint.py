@@ -28,6 +28,7 @@ from .formats.huggingface import PYTORCH_BIN, is_huggingface_dir, load_huggingfa
 from .formats.native import MODEL_FILE as NATIVE_MODEL_FILE
 from .formats.native import checkpoint_from_native, is_native, save_native
 from .formats.openai import checkpoint_from_openai, save_openai
+from .quantize import is_quantized
 from .whisper import Whisper
 
 __all__ = ["Checkpoint", "CheckpointError", "load_checkpoint", "load_model", "model_from_checkpoint", "save_model",
@@ -122,6 +123,8 @@ def save_model(model: Whisper, path: str | Path, extra: dict[str, Any] | None = 
     folder, with `extra` (plain values: the language of a fine-tune, its step) beside the weights;
     `state_dict` replaces the model's own (merged adapters, weights gathered from shards).
     Returns the file written."""
+    if is_quantized(model) and state_dict is None:
+        raise ValueError("the model has quantized weights (--quantize), which are for running only: save the float model")
     path = Path(path)
     if path.is_dir():
         path = path / NATIVE_MODEL_FILE

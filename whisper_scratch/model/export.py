@@ -18,11 +18,15 @@ from .formats.huggingface import save_huggingface
 from .formats.openai import save_openai
 from .loaded import whisper_vocabulary
 from .lora import LoRALinear, merge_lora
+from .quantize import is_quantized
 from .whisper import Whisper
 
 FORMATS = {"ct2": "CTranslate2", "hf": "Hugging Face", "openai": "OpenAI"}
 # faster-whisper's models are float16; the others keep a fine-tune's float32 weights unrounded.
 DEFAULT_DTYPE = {"ct2": "fp16", "hf": "fp32", "openai": "fp32"}
+# Why no int8 file is written: CTranslate2 quantizes a float model as it loads it.
+INT8_REFUSED = ("quantized weights are not exported: export the float model (--dtype fp16 for ct2, fp32 for hf and "
+                "openai); faster-whisper runs a float model in int8 with compute_type='int8'")
 
 
 class ExportError(Exception):
@@ -55,6 +59,8 @@ def export_model(model: Whisper, to: str, out: str | Path, tokenizer: TokenizerB
     if to not in FORMATS:
         raise ExportError(f"unknown export format {to!r}; use one of {', '.join(FORMATS)}")
     out = Path(out)
+    if is_quantized(model):
+        raise ExportError(f"the model was quantized for running here (--quantize); {INT8_REFUSED}")
     model = _plain(model)
     tk = check_vocabulary(tokenizer or whisper_vocabulary(model), to)
     if tk.n_vocab != model.dims.n_vocab:

@@ -19,6 +19,7 @@ from ..common.precision import inference_dtype
 from ..tokenizer import LANGUAGES, TO_LANGUAGE_CODE, TokenizerBase, WhisperTokenizer, get_tokenizer, tokenizer_beside
 from ..tokenizer.base import CONFIG_FILE, normalize_language
 from .checkpoint import load_checkpoint, model_from_checkpoint
+from .quantize import quantize_linear
 from .whisper import Whisper
 
 ENGLISH = ("en", "english")
@@ -73,9 +74,12 @@ class LoadedModel:
 
     @classmethod
     def load(cls, path_or_name: str | Path | Sequence[str | Path], device: str | torch.device = "cpu",
-             dtype: torch.dtype | str | None = None, dual_attention: bool | None = None) -> LoadedModel:
+             dtype: torch.dtype | str | None = None, dual_attention: bool | None = None,
+             quantize: str | None = None) -> LoadedModel:
         """Read any supported checkpoint (see `model.checkpoint`) with the vocabulary beside it.
         `dtype` is a torch dtype or a name (fp32, fp16, bf16); None: fp16 on a GPU, fp32 on a CPU.
+        `quantize` "int8" or "fp16": the model in eval mode with such linear layers (`model.quantize`,
+        CPU only).
         Raises FileNotFoundError for a path that is nothing, ModelError for anything else."""
         source = str(path_or_name)
         if not isinstance(dtype, torch.dtype):
@@ -92,6 +96,11 @@ class LoadedModel:
         except Exception as e:  # noqa: BLE001 -- corrupt or foreign files, an offline download: say which and why
             raise ModelError(f"cannot load model {source}: {one_line(e)}") from None
         _check_vocabulary(model, tokenizer, source)
+        if quantize is not None:
+            try:
+                quantize_linear(model.eval(), quantize)
+            except ValueError as e:
+                raise ModelError(f"cannot quantize {source}: {e}") from None
         return cls(model, tokenizer or whisper_vocabulary(model), source, dict(ckpt.extra))
 
     @property

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from functools import partial
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -112,23 +113,28 @@ class _GeluLinear(torch.autograd.Function):
 class KVCache:
     """Static decoder cache (gpt-fast style): buffers are allocated once and written in place.
 
-    self_k/self_v: (n_layer, B, H, max_len, Dh). Cross-attention keys/values depend only on the
-    audio, so they are computed on the first call and kept in `cross` / `noise_cross`.
+    self_k/self_v: n_layer tensors (B, H, max_len, Dh). Cross-attention keys/values depend only on the
+    audio, so they are computed on the first call and kept in `cross` / `noise_cross`, once per
+    audio: B = n_audio * `rows_per_audio` rows (samples or beams of each audio, consecutive) share
+    their audio's (n_audio, H, T_audio, Dh), which every step reads in full.
     """
 
     def __init__(self, n_layer: int, batch: int, n_head: int, max_len: int, d_head: int,
-                 dtype: torch.dtype, device: torch.device):
-        shape = (n_layer, batch, n_head, max_len, d_head)
-        self.self_k = torch.zeros(shape, dtype=dtype, device=device)
-        self.self_v = torch.zeros(shape, dtype=dtype, device=device)
+                 dtype: torch.dtype, device: torch.device, rows_per_audio: int = 1):
+        self.rows_per_audio = rows_per_audio
+        # One tensor per layer, not one for all: a compiled step then writes each in place,
+        # where a write into a slice of one big tensor makes torch.compile copy all of it.
+        shape = (batch, n_head, max_len, d_head)
+        self.self_k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layer)]
+        self.self_v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layer)]
         self.cross: list[tuple[Tensor, Tensor] | None] = [None] * n_layer
         self.noise_cross: list[tuple[Tensor, Tensor] | None] = [None] * n_layer
         self.offset = 0  # tokens already written
 
     def reorder(self, index: Tensor) -> None:
         """Beam search: row b of the batch continues from row index[b] (within the same audio)."""
-        self.self_k = self.self_k.index_select(1, index)
-        self.self_v = self.self_v.index_select(1, index)
+        self.self_k = [k.index_select(0, index) for k in self.self_k]
+        self.self_v = [v.index_select(0, index) for v in self.self_v]
 
 
 class MultiHeadAttention(nn.Module):
@@ -149,11 +155,20 @@ class MultiHeadAttention(nn.Module):
         return self._heads(self.key(xa)), self._heads(self.value(xa))
 
     def forward(self, x: Tensor, kv: tuple[Tensor, Tensor] | None = None, causal: bool = False,
-                mask: Tensor | None = None) -> Tensor:
-        """x (B, T, D) -> (B, T, D). Self-attention when `kv` is None, else attends to `kv`."""
+                mask: Tensor | None = None, rows_per_kv: int = 1) -> Tensor:
+        """x (B, T, D) -> (B, T, D). Self-attention when `kv` is None, else attends to `kv`, whose
+        batch is B / rows_per_kv: each group of rows_per_kv consecutive rows attends to one."""
         q = self._heads(self.query(x))
         k, v = kv if kv is not None else self.project_kv(x)
-        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None)
+        if rows_per_kv > 1:
+            # The group's queries side by side, (B / g, H, g * T, Dh): one pass reads each audio's
+            # keys and values once, not once per sample or beam (no mask: cross-attention only).
+            b, h, t, dh = q.shape
+            q = q.view(b // rows_per_kv, rows_per_kv, h, t, dh).transpose(1, 2).reshape(b // rows_per_kv, h, -1, dh)
+            o = F.scaled_dot_product_attention(q, k, v)
+            o = o.view(b // rows_per_kv, h, rows_per_kv, t, dh).transpose(1, 2).reshape(b, h, t, dh)
+        else:
+            o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None)
         return self.out(o.transpose(1, 2).flatten(2))
 
 
@@ -188,12 +203,14 @@ class ResidualAttentionBlock(nn.Module):
         nn.init.zeros_(self.noise_gate.bias)
 
     def _cross(self, x: Tensor, xa: Tensor, cache: KVCache | None, layer: int) -> Tensor:
+        rows = cache.rows_per_audio if cache is not None else 1
         h = self.cross_attn_ln(x)
-        a = self.cross_attn(h, self._cached_kv(self.cross_attn, xa, cache, layer, "cross"))
+        a = self.cross_attn(h, self._cached_kv(self.cross_attn, xa, cache, layer, "cross"), rows_per_kv=rows)
         if self.noise_cross_attn is None:
             return a
         hn = self.noise_cross_attn_ln(x)
-        n = self.noise_cross_attn(hn, self._cached_kv(self.noise_cross_attn, xa, cache, layer, "noise_cross"))
+        n = self.noise_cross_attn(hn, self._cached_kv(self.noise_cross_attn, xa, cache, layer, "noise_cross"),
+                                  rows_per_kv=rows)
         g = torch.sigmoid(self.noise_gate(torch.cat([h, a, n], dim=-1)))
         return a + g * n
 
@@ -208,22 +225,31 @@ class ResidualAttentionBlock(nn.Module):
             store[layer] = tuple(t.contiguous() for t in attn.project_kv(xa))
         return store[layer]
 
-    def _self(self, x: Tensor, cache: KVCache | None, layer: int) -> Tensor:
+    def _self(self, x: Tensor, cache: KVCache | None, layer: int, pos: Tensor | None = None) -> Tensor:
         h = self.attn_ln(x)
         if cache is None:
             return self.attn(h, causal=self.cross_attn is not None)
-        t, start = h.shape[1], cache.offset
         k, v = self.attn.project_kv(h)
-        cache.self_k[layer, :, :, start:start + t] = k
-        cache.self_v[layer, :, :, start:start + t] = v
-        kv = (cache.self_k[layer, :, :, :start + t], cache.self_v[layer, :, :, :start + t])
+        if pos is not None:
+            # One token per row at position pos (1,), attending over the whole cache with the
+            # later positions masked: every shape is the cache's, whatever the position, so a
+            # compiled step is compiled once (see TextDecoder.step).
+            cache.self_k[layer].index_copy_(2, pos, k)
+            cache.self_v[layer].index_copy_(2, pos, v)
+            mask = (torch.arange(cache.self_k[layer].shape[2], device=h.device) <= pos)[None]  # (1, max_len)
+            return self.attn(h, (cache.self_k[layer], cache.self_v[layer]), mask=mask)
+        t, start = h.shape[1], cache.offset
+        cache.self_k[layer][:, :, start:start + t] = k
+        cache.self_v[layer][:, :, start:start + t] = v
+        kv = (cache.self_k[layer][:, :, :start + t], cache.self_v[layer][:, :, :start + t])
         mask = None
         if t > 1:  # new tokens see the cached past and, causally, each other
             mask = torch.ones(t, start + t, dtype=torch.bool, device=h.device).tril(diagonal=start)
         return self.attn(h, kv, mask=mask)
 
-    def _forward(self, x: Tensor, xa: Tensor | None, cache: KVCache | None, layer: int) -> Tensor:
-        x = x + self._self(x, cache, layer)
+    def _forward(self, x: Tensor, xa: Tensor | None, cache: KVCache | None, layer: int,
+                 pos: Tensor | None = None) -> Tensor:
+        x = x + self._self(x, cache, layer, pos)
         if self.cross_attn is not None:
             x = x + self._cross(x, xa, cache, layer)
         h = self.mlp_ln(x)
@@ -232,14 +258,16 @@ class ResidualAttentionBlock(nn.Module):
             return x + _GeluLinear.apply(fc1(h), fc2.weight, fc2.bias)
         return x + self.mlp(h)
 
-    def forward(self, x: Tensor, xa: Tensor | None = None, cache: KVCache | None = None, layer: int = 0) -> Tensor:
-        """x (B, T, D), xa (B, T_audio, D) -> (B, T, D)."""
+    def forward(self, x: Tensor, xa: Tensor | None = None, cache: KVCache | None = None, layer: int = 0,
+                pos: Tensor | None = None) -> Tensor:
+        """x (B, T, D), xa (B, T_audio, D) -> (B, T, D). `pos` (1,): a one-token step over the whole
+        static cache at that position (`TextDecoder.step`); xa may then be None (cross keys cached)."""
         if self.checkpoint and self.training and torch.is_grad_enabled():
             # Recompute activations in backward, except the attention outputs (see
             # _SAVED_IN_CHECKPOINT): trades ~20% more compute for most of a block's memory.
             return checkpoint(self._forward, x, xa, cache, layer, use_reentrant=False,
                               context_fn=partial(create_selective_checkpoint_contexts, _keep_attention))
-        return self._forward(x, xa, cache, layer)
+        return self._forward(x, xa, cache, layer, pos)
 
 
 class AudioEncoder(nn.Module):
@@ -278,13 +306,20 @@ class TextDecoder(nn.Module):
             ResidualAttentionBlock(n_state, n_head, cross_attention=True, dual_attention=dual_attention)
             for _ in range(n_layer))
         self.ln = LayerNorm(n_state)
+        # None: logits are x @ token_embedding.weight.T (tied, as in every Whisper checkpoint).
+        # model.quantize sets a quantized Linear over the same matrix here.
+        self.output_projection: nn.Module | None = None
+        self._compiled_step: Callable[[Tensor, KVCache, Tensor], Tensor] | None = None  # made by step()
 
-    def new_cache(self, batch: int, max_len: int, dtype: torch.dtype, device: torch.device) -> KVCache:
+    def new_cache(self, batch: int, max_len: int, dtype: torch.dtype, device: torch.device,
+                  rows_per_audio: int = 1) -> KVCache:
+        """A cache for `batch` rows of tokens, `rows_per_audio` consecutive rows per audio (see KVCache)."""
         d = self.token_embedding.embedding_dim
-        return KVCache(len(self.blocks), batch, self.n_head, max_len, d // self.n_head, dtype, device)
+        return KVCache(len(self.blocks), batch, self.n_head, max_len, d // self.n_head, dtype, device, rows_per_audio)
 
     def forward(self, tokens: Tensor, xa: Tensor, cache: KVCache | None = None) -> Tensor:
-        """tokens (B, T) after `cache.offset` cached ones, xa (B, T_audio, D) -> logits (B, T, V) fp32."""
+        """tokens (B, T) after `cache.offset` cached ones, xa (B / cache.rows_per_audio, T_audio, D)
+        -> logits (B, T, V) fp32."""
         start = cache.offset if cache is not None else 0
         x = self.token_embedding(tokens) + self.positional_embedding[start:start + tokens.shape[1]]
         x = x.to(xa.dtype)
@@ -292,8 +327,35 @@ class TextDecoder(nn.Module):
             x = block(x, xa, cache, i)
         if cache is not None:
             cache.offset += tokens.shape[1]
+        return self._logits(x)
+
+    def step(self, tokens: Tensor, cache: KVCache, compiled: bool = False) -> Tensor:
+        """One new token per row, tokens (B, 1), after cache.offset cached ones, whose cross-attention
+        keys are cached (a first `forward` over the initial tokens made them) -> logits (B, 1, V) fp32.
+
+        Attends over the whole cache, masked (`ResidualAttentionBlock._self` with `pos`), so every
+        step of every window has the same shapes: `compiled` runs it through torch.compile, which
+        then compiles once per batch shape (and rows per audio) rather than once per position.
+        Logits equal `forward`'s up to the rounding of a longer, masked attention sum."""
+        pos = torch.tensor([cache.offset], device=tokens.device)
+        if compiled and self._compiled_step is None:
+            # On a GPU, "reduce-overhead" replays the step as a CUDA graph: one launch per token.
+            self._compiled_step = torch.compile(self._static_step, mode="reduce-overhead" if tokens.is_cuda else None)
+        logits = (self._compiled_step if compiled else self._static_step)(tokens, cache, pos)
+        cache.offset += 1
+        return logits
+
+    def _static_step(self, tokens: Tensor, cache: KVCache, pos: Tensor) -> Tensor:
+        x = (self.token_embedding(tokens) + self.positional_embedding.index_select(0, pos)).to(cache.self_k[0].dtype)
+        for i, block in enumerate(self.blocks):
+            x = block(x, None, cache, i, pos)
+        return self._logits(x)
+
+    def _logits(self, x: Tensor) -> Tensor:
+        """The last blocks' output (B, T, D) -> logits (B, T, V) fp32."""
         x = self.ln(x)
-        # The output projection is tied to the token embedding, as in every Whisper checkpoint.
+        if self.output_projection is not None:
+            return self.output_projection(x).float()
         return (x @ self.token_embedding.weight.to(x.dtype).T).float()
 
 

@@ -1,0 +1,187 @@
+"""`--quantize int8|fp16`: torch's quantized linear layers on the CPU (model/quantize.py).
+
+What must hold: the quantized model's logits stay near fp32's (fp16 weights: within rounding;
+int8: close enough to keep the top token mostly), nothing quantized is ever saved or exported,
+the option combines with every decoding mode, and on real speech fp16 weights keep fp32's
+transcripts while int8's word error rate stays within what was measured (docs/benchmarks.md)."""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from whisper_scratch.cli import export as export_cli
+from whisper_scratch.cli import transcribe
+from whisper_scratch.evaluation.metrics import error_rates
+from whisper_scratch.inference.decoding import DecodingOptions
+from whisper_scratch.inference.options import TranscribeOptions, fast_dtype
+from whisper_scratch.inference.transcriber import transcribe_files
+from whisper_scratch.model.checkpoint import save_model
+from whisper_scratch.model.export import ExportError, export_model
+from whisper_scratch.model.loaded import LoadedModel, ModelError
+from whisper_scratch.model.quantize import QUANTIZATIONS, is_quantized, quantize_linear
+from whisper_scratch.model.whisper import ModelDimensions, Whisper
+
+REPO = Path(__file__).resolve().parents[1]
+ASTERISK16 = REPO / "tests/data/asterisk16"
+
+# Measured (docs/benchmarks.md, "int8 and fp16 weights"): base, standard scoring, default path.
+# asterisk-en every 4th clip (141): fp32 7.15 %, int8 see INT8_ASTERISK_DELTA; Czech test, first
+# 40 clips: fp32 71.22 %, int8 74.82 % (+3.60 points), fp16 weights 71.22 % (all 40 texts equal).
+INT8_CZECH_DELTA = 0.036 + 0.01  # the measured rise, plus about 4 words' room for other CPUs' rounding
+INT8_ASTERISK_DELTA = 0.005  # the issue's bound (0.5 points); measured within it, see the docs
+
+
+def _small() -> Whisper:
+    dims = ModelDimensions(n_mels=80, n_audio_ctx=32, n_audio_state=64, n_audio_head=2, n_audio_layer=2,
+                           n_vocab=51864, n_text_ctx=16, n_text_state=64, n_text_head=2, n_text_layer=2)
+    torch.manual_seed(0)
+    return Whisper(dims).eval()
+
+
+@pytest.mark.parametrize("kind, tolerance", [("fp16", 1e-3), ("int8", 0.1)])
+def test_quantized_logits_follow_fp32(kind, tolerance):
+    model = _small()
+    mel = torch.randn(2, 80, 64)
+    tokens = torch.randint(0, 50000, (2, 6))
+    with torch.no_grad():
+        expected = model.logits(tokens, model.embed_audio(mel))
+        quantized = quantize_linear(model, kind)
+        got = quantized.logits(tokens, quantized.embed_audio(mel))
+    assert is_quantized(quantized)
+    assert got.dtype == torch.float32 and got.shape == expected.shape
+    relative = ((got - expected).norm() / expected.norm()).item()
+    assert 0 < relative < tolerance, relative  # quantized (not a no-op), and close
+    # Every linear layer and the output projection hold quantized weights; no float nn.Linear is left.
+    assert not [n for n, m in quantized.named_modules() if type(m) is torch.nn.Linear]
+    assert quantized.decoder.output_projection is not None
+
+
+def test_quantize_refuses_what_it_cannot_run():
+    with pytest.raises(ValueError, match="bf16|bfloat16"):
+        quantize_linear(_small().to(torch.bfloat16), "int8")
+    with pytest.raises(ValueError, match=r"model\.eval\(\)"):
+        quantize_linear(_small().train(), "int8")
+    with pytest.raises(ValueError, match="unknown quantization 'int4'"):
+        quantize_linear(_small(), "int4")
+    assert set(QUANTIZATIONS) == {"int8", "fp16"}
+
+
+def test_quantized_model_is_never_saved_or_exported(tmp_path):
+    model = quantize_linear(_small(), "int8")
+    with pytest.raises(ValueError, match="save the float model"):
+        save_model(model, tmp_path / "model.pt")
+    with pytest.raises(ExportError, match="compute_type='int8'"):
+        export_model(model, "ct2", tmp_path / "ct2")
+    assert not list(tmp_path.iterdir())
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = export_cli.main([str(tmp_path / "any.pt"), "--to", "ct2", str(tmp_path / "out"), "--dtype", "int8"])
+    assert code == 2
+    assert err.getvalue().strip().splitlines() == [
+        "error: --dtype int8: quantized weights are not exported: export the float model (--dtype fp16 for ct2, fp32 "
+        "for hf and openai); faster-whisper runs a float model in int8 with compute_type='int8'"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--quantize", "int8", "--dtype", "bf16"], "--quantize int8 takes fp32 activations: drop --dtype bf16"),
+    (["--quantize", "fp16", "--device", "cuda"], "--quantize fp16 runs on the CPU only"),
+])
+def test_cli_refuses_quantize_with_another_precision_or_a_gpu(argv, message, tmp_path):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = transcribe.main(["--model_path", str(tmp_path / "none"), "--audio_path", str(tmp_path / "a.wav"), *argv])
+    assert code == 2
+    assert message in err.getvalue() and len(err.getvalue().strip().splitlines()) == 1
+
+
+def test_fast_with_quantize_keeps_fp32_activations():
+    assert fast_dtype(None, "cpu") == "bf16"
+    assert fast_dtype(None, "cpu", "int8") == "fp32"
+    assert fast_dtype("fp32", "cpu") == "fp32"
+
+
+def _asterisk16() -> tuple[list[Path], list[str]]:
+    rows = [json.loads(line) for line in (ASTERISK16 / "manifest.jsonl").read_text().splitlines() if line.strip()]
+    return [ASTERISK16 / r["audio"] for r in rows], [r["text"] for r in rows]
+
+
+@pytest.mark.shared
+def test_fp16_weights_keep_tiny_en_transcripts_and_int8_stays_close(tiny_en_dir):
+    paths, references = _asterisk16()
+    opts = TranscribeOptions(decoding=DecodingOptions(language="en"), progress=False)
+    texts = {}
+    for kind in (None, "fp16", "int8"):
+        loaded = LoadedModel.load(tiny_en_dir, quantize=kind)
+        results, failed = transcribe_files(loaded.model, paths, opts, loaded.tokenizer)
+        assert not failed
+        texts[kind] = [r["text"] for r in results]
+    assert texts["fp16"] == texts[None]
+    fp32, int8 = (error_rates(references, texts[k], "en")["wer"] for k in (None, "int8"))
+    assert texts["int8"] != texts[None]  # int8 does change words; the docs say so
+    assert int8 <= fp32 + 0.03, (fp32, int8)
+
+
+@pytest.mark.shared
+def test_quantize_combines_with_batched_word_timestamps_and_lm(tiny_en_dir, shared_data, tmp_path):
+    """--quantize int8 through the command line with --batched and word timestamps, and with beam
+    search fused with an LM: each run ends 0 with words in order."""
+    from whisper_scratch.lm.command import main as lm_main
+
+    audio = shared_data / "samples" / "jfk.flac"
+    out = tmp_path / "batched.json"
+    code = transcribe.main(["--model_path", str(tiny_en_dir), "--audio_path", str(audio), "--quantize", "int8",
+                            "--batched", "--word_timestamps", "--output_file", str(out), "--language", "en"])
+    assert code == 0
+    (result,) = json.loads(out.read_text())
+    words = [w for s in result["segments"] for w in s["words"]]
+    assert "country" in result["text"].lower() and len(words) >= 15
+    assert all(a["start"] <= b["start"] for a, b in zip(words, words[1:]))
+    text = tmp_path / "text.txt"
+    text.write_text("ask not what your country can do for you\nask what you can do for your country\n")
+    lm = tmp_path / "lm.arpa"
+    with contextlib.redirect_stderr(io.StringIO()):
+        assert lm_main(["build", "--text", str(text), "--language", "en", "--order", "3", "--out", str(lm)]) == 0
+    fused = tmp_path / "fused.json"
+    code = transcribe.main(["--model_path", str(tiny_en_dir), "--audio_path", str(audio), "--quantize", "fp16",
+                            "--beam_size", "5", "--lm", str(lm), "--lm_alpha", "0.3", "--output_file", str(fused),
+                            "--language", "en"])
+    assert code == 0 and "country" in json.loads(fused.read_text())[0]["text"].lower()
+
+
+def _evaluate(model_dir: Path, manifest: Path, out: Path, *extra: str) -> dict:
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        code = transcribe.main(["--model_path", str(model_dir), "--mode", "evaluate", "--manifest", str(manifest),
+                                "--output_file", str(out), "--batch_size", "16", *extra])
+    assert code == 0
+    return json.loads(out.read_text())
+
+
+@pytest.mark.shared
+def test_int8_wer_on_asterisk_en_within_half_a_point(base_dir, asterisk_eval, tmp_path):
+    """The 141 asterisk-en clips of test_cli's evaluation, with base: int8 against fp32."""
+    report = _evaluate(base_dir, asterisk_eval["manifest"], tmp_path / "int8.json", "--quantize", "int8")
+    fp32 = asterisk_eval["report"]["wer"]
+    assert len(report["utterances"]) == 141
+    assert abs(report["wer"] - fp32) <= INT8_ASTERISK_DELTA, (fp32, report["wer"])
+
+
+@pytest.mark.shared
+def test_czech_base_fp16_keeps_transcripts_int8_within_measured(base_dir, shared_data, tmp_path):
+    """The first 40 Czech test clips with base, in the listing's language: fp16 weights give fp32's
+    transcripts; int8's WER rises by no more than measured."""
+    listing = shared_data / "fillets-cv" / "cs" / "test.tsv"
+    manifest = tmp_path / "test40.tsv"
+    (tmp_path / "clips").symlink_to(listing.parent / "clips")
+    manifest.write_text("".join(listing.read_text(encoding="utf-8").splitlines(keepends=True)[:41]), encoding="utf-8")
+    reports = {kind: _evaluate(base_dir, manifest, tmp_path / f"{kind}.json", *(["--quantize", kind] if kind else []))
+               for kind in (None, "fp16", "int8")}
+    fp32 = reports[None]
+    assert len(fp32["utterances"]) == 40
+    same = sum(a["hypothesis"] == b["hypothesis"] for a, b in zip(fp32["utterances"], reports["fp16"]["utterances"]))
+    assert same >= 39 and abs(reports["fp16"]["wer"] - fp32["wer"]) <= 0.005, (same, fp32["wer"], reports["fp16"]["wer"])
+    assert reports["int8"]["wer"] - fp32["wer"] <= INT8_CZECH_DELTA, (fp32["wer"], reports["int8"]["wer"])

@@ -1,0 +1,66 @@
+"""Smaller weights for CPU inference (`--quantize`): every linear layer, and the decoder's output
+projection (tied to the token embedding), becomes torch's dynamically quantized linear (the
+fbgemm/x86 kernels). Convolutions, attention and layer norms stay float32.
+
+  int8  int8 weights with one scale per output channel; activations quantized to 8 bits per
+        call, products summed in int32. A quarter of fp32's weight bytes and int8 arithmetic:
+        the fastest, and it moves the logits enough to change words (docs/benchmarks.md).
+  fp16  float16 weights, float32 activations and sums: half the weight bytes, which is what a
+        decoding step's output projection (n_vocab x n_state, read once per token) waits on,
+        and logits within about 1e-4 of fp32's.
+
+Why torch's own kernels and not torchao's: on a CPU without AVX-512 (the 2-core EPYC of
+docs/benchmarks.md) torchao's int8 configurations run eagerly at a fraction of fp32's speed
+(they need torch.compile), where fbgemm's is several times faster than fp32.
+
+A quantized model only runs: training, saving and export refuse it (`is_quantized`), since its
+weights are no longer the checkpoint's.
+"""
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import nn
+
+from .whisper import Whisper
+
+QUANTIZATIONS: dict[str, torch.dtype] = {"int8": torch.qint8, "fp16": torch.float16}
+
+
+def is_quantized(model: nn.Module) -> bool:
+    """Whether any layer of `model` was quantized (`quantize_linear`)."""
+    return any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in model.modules())
+
+
+def quantize_linear(model: Whisper, kind: str = "int8") -> Whisper:
+    """`model` (float32, on the CPU, in eval mode) with `kind` ("int8" or "fp16") linear layers,
+    in place; returned.
+
+    Raises ValueError for a model that is not float32 on the CPU: the kernels take float32
+    activations, and exist for x86 and ARM CPUs only."""
+    if kind not in QUANTIZATIONS:
+        raise ValueError(f"unknown quantization {kind!r}; use one of {', '.join(QUANTIZATIONS)}")
+    if model.device.type != "cpu":
+        raise ValueError(f"{kind} weights run on the CPU only; the model is on {model.device} (on a GPU, fp16 is "
+                         "the fast precision: leave --quantize out)")
+    if model.dtype != torch.float32:
+        raise ValueError(f"{kind} layers take float32 activations; load the model in fp32, not "
+                         f"{str(model.dtype).removeprefix('torch.')}")
+    if model.training:
+        raise ValueError(f"{kind} weights are for inference: call model.eval() first (training needs float weights)")
+    decoder = model.decoder
+    # The output projection reads the embedding matrix (n_vocab x n_state), the largest weight of
+    # every decoding step; as a Linear of its own it is quantized with the rest. The embedding
+    # itself stays float32 for the token lookup.
+    projection = nn.Linear(decoder.token_embedding.embedding_dim, decoder.token_embedding.num_embeddings, bias=False)
+    projection.weight = decoder.token_embedding.weight
+    decoder.output_projection = projection
+    with warnings.catch_warnings():
+        # torch.ao.quantization and its quantized tensors warn of their future move to torchao;
+        # in this torch they are what runs (see the module's docstring).
+        warnings.filterwarnings("ignore", message=r".*deprecated and will be removed")
+        qconfig = (torch.ao.quantization.per_channel_dynamic_qconfig if kind == "int8"
+                   else torch.ao.quantization.float16_dynamic_qconfig)
+        torch.ao.quantization.quantize_dynamic(model, {nn.Linear: qconfig}, dtype=QUANTIZATIONS[kind], inplace=True)
+    return model
