@@ -111,7 +111,7 @@ def _asterisk16() -> tuple[list[Path], list[str]]:
 
 
 @pytest.mark.shared
-def test_fp16_weights_keep_tiny_en_transcripts_and_int8_stays_close(tiny_en_dir):
+def test_fp16_weights_keep_tiny_en_transcripts_and_int8_stays_close(tiny_en_dir, record_property):
     paths, references = _asterisk16()
     opts = TranscribeOptions(decoding=DecodingOptions(language="en"), progress=False)
     texts = {}
@@ -122,6 +122,7 @@ def test_fp16_weights_keep_tiny_en_transcripts_and_int8_stays_close(tiny_en_dir)
         texts[kind] = [r["text"] for r in results]
     assert texts["fp16"] == texts[None]
     fp32, int8 = (error_rates(references, texts[k], "en")["wer"] for k in (None, "int8"))
+    record_property("wer", {"fp32": fp32, "int8": int8})
     assert texts["int8"] != texts[None]  # int8 does change words; the docs say so
     assert int8 <= fp32 + 0.03, (fp32, int8)
 
@@ -162,16 +163,17 @@ def _evaluate(model_dir: Path, manifest: Path, out: Path, *extra: str) -> dict:
 
 
 @pytest.mark.shared
-def test_int8_wer_on_asterisk_en_within_half_a_point(base_dir, asterisk_eval, tmp_path):
+def test_int8_wer_on_asterisk_en_within_half_a_point(base_dir, asterisk_eval, tmp_path, record_property):
     """The 141 asterisk-en clips of test_cli's evaluation, with base: int8 against fp32."""
     report = _evaluate(base_dir, asterisk_eval["manifest"], tmp_path / "int8.json", "--quantize", "int8")
     fp32 = asterisk_eval["report"]["wer"]
+    record_property("wer", {"fp32": fp32, "int8": report["wer"]})
     assert len(report["utterances"]) == 141
     assert abs(report["wer"] - fp32) <= INT8_ASTERISK_DELTA, (fp32, report["wer"])
 
 
 @pytest.mark.shared
-def test_czech_base_fp16_keeps_transcripts_int8_within_measured(base_dir, shared_data, tmp_path):
+def test_czech_base_fp16_keeps_transcripts_int8_within_measured(base_dir, shared_data, tmp_path, record_property):
     """The first 40 Czech test clips with base, in the listing's language: fp16 weights give fp32's
     transcripts; int8's WER rises by no more than measured."""
     listing = shared_data / "fillets-cv" / "cs" / "test.tsv"
@@ -181,6 +183,7 @@ def test_czech_base_fp16_keeps_transcripts_int8_within_measured(base_dir, shared
     reports = {kind: _evaluate(base_dir, manifest, tmp_path / f"{kind}.json", *(["--quantize", kind] if kind else []))
                for kind in (None, "fp16", "int8")}
     fp32 = reports[None]
+    record_property("wer", {str(kind): r["wer"] for kind, r in reports.items()})
     assert len(fp32["utterances"]) == 40
     same = sum(a["hypothesis"] == b["hypothesis"] for a, b in zip(fp32["utterances"], reports["fp16"]["utterances"]))
     assert same >= 39 and abs(reports["fp16"]["wer"] - fp32["wer"]) <= 0.005, (same, fp32["wer"], reports["fp16"]["wer"])

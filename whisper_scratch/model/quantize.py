@@ -13,7 +13,7 @@ Why torch's own kernels and not torchao's: on a CPU without AVX-512 (the 2-core 
 docs/benchmarks.md) torchao's int8 configurations run eagerly at a fraction of fp32's speed
 (they need torch.compile), where fbgemm's is several times faster than fp32.
 
-A quantized model only runs: training, saving and export refuse it (`is_quantized`), since its
+A quantized model only runs: saving and export refuse it (`is_quantized`), since its
 weights are no longer the checkpoint's.
 """
 from __future__ import annotations
