@@ -22,7 +22,7 @@ from whisper_scratch.inference.options import TranscribeOptions, fast_dtype
 from whisper_scratch.inference.transcriber import transcribe_files
 from whisper_scratch.model.checkpoint import save_model
 from whisper_scratch.model.export import ExportError, export_model
-from whisper_scratch.model.loaded import LoadedModel, ModelError
+from whisper_scratch.model.loaded import LoadedModel
 from whisper_scratch.model.quantize import QUANTIZATIONS, is_quantized, quantize_linear
 from whisper_scratch.model.whisper import ModelDimensions, Whisper
 
@@ -30,10 +30,10 @@ REPO = Path(__file__).resolve().parents[1]
 ASTERISK16 = REPO / "tests/data/asterisk16"
 
 # Measured (docs/benchmarks.md, "int8 and fp16 weights"): base, standard scoring, default path.
-# asterisk-en every 4th clip (141): fp32 7.15 %, int8 see INT8_ASTERISK_DELTA; Czech test, first
-# 40 clips: fp32 71.22 %, int8 74.82 % (+3.60 points), fp16 weights 71.22 % (all 40 texts equal).
-INT8_CZECH_DELTA = 0.036 + 0.01  # the measured rise, plus about 4 words' room for other CPUs' rounding
-INT8_ASTERISK_DELTA = 0.005  # the issue's bound (0.5 points); measured within it, see the docs
+# asterisk-en every 4th clip (141): fp32 7.15 %, int8 7.54 %; Czech test, first 40 clips: fp32
+# 70.86 %, int8 73.02 % (+2.16 points; +3.60 before samples shared their audio's keys).
+INT8_CZECH_DELTA = 0.036 + 0.01  # the largest rise measured, plus about 4 words' room for other CPUs' rounding
+INT8_ASTERISK_DELTA = 0.005  # the issue's bound (0.5 points)
 
 
 def _small() -> Whisper:
@@ -83,8 +83,8 @@ def test_quantized_model_is_never_saved_or_exported(tmp_path):
         code = export_cli.main([str(tmp_path / "any.pt"), "--to", "ct2", str(tmp_path / "out"), "--dtype", "int8"])
     assert code == 2
     assert err.getvalue().strip().splitlines() == [
-        "error: --dtype int8: quantized weights are not exported: export the float model (--dtype fp16 for ct2, fp32 "
-        "for hf and openai); faster-whisper runs a float model in int8 with compute_type='int8'"]
+        ("error: --dtype int8: quantized weights are not exported: export the float model (--dtype fp16 for ct2, "
+         "fp32 for hf and openai); faster-whisper runs a float model in int8 with compute_type='int8'")]
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -111,7 +111,7 @@ def _asterisk16() -> tuple[list[Path], list[str]]:
 
 
 @pytest.mark.shared
-def test_fp16_weights_keep_tiny_en_transcripts_and_int8_stays_close(tiny_en_dir, record_property):
+def test_fp16_weights_keep_tiny_en_transcripts_and_int8_stays_close(tiny_en_dir):
     paths, references = _asterisk16()
     opts = TranscribeOptions(decoding=DecodingOptions(language="en"), progress=False)
     texts = {}
@@ -122,7 +122,7 @@ def test_fp16_weights_keep_tiny_en_transcripts_and_int8_stays_close(tiny_en_dir,
         texts[kind] = [r["text"] for r in results]
     assert texts["fp16"] == texts[None]
     fp32, int8 = (error_rates(references, texts[k], "en")["wer"] for k in (None, "int8"))
-    record_property("wer", {"fp32": fp32, "int8": int8})
+    print(f"tiny.en asterisk16 WER: fp32 {fp32:.4f} int8 {int8:.4f}")
     assert texts["int8"] != texts[None]  # int8 does change words; the docs say so
     assert int8 <= fp32 + 0.03, (fp32, int8)
 
@@ -163,28 +163,27 @@ def _evaluate(model_dir: Path, manifest: Path, out: Path, *extra: str) -> dict:
 
 
 @pytest.mark.shared
-def test_int8_wer_on_asterisk_en_within_half_a_point(base_dir, asterisk_eval, tmp_path, record_property):
+def test_int8_wer_on_asterisk_en_within_half_a_point(base_dir, asterisk_eval, tmp_path):
     """The 141 asterisk-en clips of test_cli's evaluation, with base: int8 against fp32."""
     report = _evaluate(base_dir, asterisk_eval["manifest"], tmp_path / "int8.json", "--quantize", "int8")
     fp32 = asterisk_eval["report"]["wer"]
-    record_property("wer", {"fp32": fp32, "int8": report["wer"]})
+    print(f"base asterisk-en 141 WER: fp32 {fp32:.4f} int8 {report['wer']:.4f}")
     assert len(report["utterances"]) == 141
     assert abs(report["wer"] - fp32) <= INT8_ASTERISK_DELTA, (fp32, report["wer"])
 
 
 @pytest.mark.shared
-def test_czech_base_fp16_keeps_transcripts_int8_within_measured(base_dir, shared_data, tmp_path, record_property):
-    """The first 40 Czech test clips with base, in the listing's language: fp16 weights give fp32's
-    transcripts; int8's WER rises by no more than measured."""
+def test_czech_base_int8_within_measured(base_dir, shared_data, tmp_path):
+    """The first 40 Czech test clips with base, in the listing's language: int8's WER rises by no
+    more than measured. (fp16 weights gave fp32's 40 transcripts when measured; the tiny.en test
+    above holds them to that, at a fraction of the time.)"""
     listing = shared_data / "fillets-cv" / "cs" / "test.tsv"
     manifest = tmp_path / "test40.tsv"
     (tmp_path / "clips").symlink_to(listing.parent / "clips")
     manifest.write_text("".join(listing.read_text(encoding="utf-8").splitlines(keepends=True)[:41]), encoding="utf-8")
     reports = {kind: _evaluate(base_dir, manifest, tmp_path / f"{kind}.json", *(["--quantize", kind] if kind else []))
-               for kind in (None, "fp16", "int8")}
+               for kind in (None, "int8")}
     fp32 = reports[None]
-    record_property("wer", {str(kind): r["wer"] for kind, r in reports.items()})
+    print("base Czech 40 WER:", {str(kind): round(r["wer"], 4) for kind, r in reports.items()})
     assert len(fp32["utterances"]) == 40
-    same = sum(a["hypothesis"] == b["hypothesis"] for a, b in zip(fp32["utterances"], reports["fp16"]["utterances"]))
-    assert same >= 39 and abs(reports["fp16"]["wer"] - fp32["wer"]) <= 0.005, (same, fp32["wer"], reports["fp16"]["wer"])
     assert reports["int8"]["wer"] - fp32["wer"] <= INT8_CZECH_DELTA, (fp32["wer"], reports["int8"]["wer"])
