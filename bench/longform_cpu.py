@@ -57,12 +57,13 @@ from whisper_scratch.inference.batched import transcribe_batched  # noqa: E402
 from whisper_scratch.inference.decoding import DecodingOptions, FallbackOptions  # noqa: E402
 from whisper_scratch.inference.longform import transcribe_long  # noqa: E402
 from whisper_scratch.inference.options import TranscribeOptions  # noqa: E402
+from whisper_scratch.inference.vad import VadUnavailable, load_silero_vad  # noqa: E402
 from whisper_scratch.model.checkpoint import export_openai, load_model  # noqa: E402
 from whisper_scratch.model.quantize import quantize_linear  # noqa: E402
-from whisper_scratch.inference.vad import VadUnavailable, load_silero_vad  # noqa: E402
 
 SYSTEMS = ("ours-sequential", "ours-batched", "faster-whisper", "faster-whisper-batched", "openai-whisper")
 OPTIONS = {"ours": ("bf16", "fp16w", "int8", "nofallback", "compile"), "faster": ("int8",), "openai": ()}
+QUANTIZE = {"fp16w": "fp16", "int8": "int8"}  # our options that are `--quantize` kinds
 PAUSE = 0.8  # seconds of silence after each prompt
 BEST_OF = 5
 Transcribe = Callable[[np.ndarray], str]  # audio -> text
@@ -91,9 +92,9 @@ def ours(model_dir: Path, batched: bool, options: list[str]) -> Transcribe | str
     """Our sequential or `--batched` path with `options` (see the docstring). Returns a reason
     (str) when it cannot run here."""
     model = load_model(model_dir).eval().to(torch.bfloat16 if "bf16" in options else torch.float32)
-    quantize = next((q for q in ("fp16", "int8") if q in options or q + "w" in options), None)
-    if quantize:
-        quantize_linear(model, quantize)
+    for option, kind in QUANTIZE.items():
+        if option in options:
+            quantize_linear(model, kind)
     opts = TranscribeOptions(decoding=DecodingOptions(language="en", best_of=BEST_OF, compile="compile" in options),
                              fallback=FallbackOptions((0.0,)) if "nofallback" in options else FallbackOptions(),
                              batch_size=8, progress=False)
