@@ -4,4 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 scripts/setup_env.sh --test
-exec .venv/bin/python -m pytest "$@"
+# Two pytest-xdist workers, each a test file at a time (conftest.py splits torch's threads between
+# them): Python-bound decoding and process start-ups overlap. TEST_WORKERS=0 runs in one process.
+exec .venv/bin/python -m pytest -n "${TEST_WORKERS:-2}" --dist loadfile "$@"

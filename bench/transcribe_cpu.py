@@ -38,10 +38,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from whisper_scratch.audio.io import load_audio  # noqa: E402
+from whisper_scratch.common.precision import DTYPES  # noqa: E402
 from whisper_scratch.data.manifest import read_manifest  # noqa: E402
 from whisper_scratch.evaluation.metrics import SCORINGS, error_rates  # noqa: E402
 from whisper_scratch.inference.decoding import DecodingOptions, FallbackOptions  # noqa: E402
-from whisper_scratch.inference.options import TranscribeOptions  # noqa: E402
+from whisper_scratch.inference.options import TranscribeOptions, fast_dtype  # noqa: E402
 from whisper_scratch.inference.transcriber import transcribe_files  # noqa: E402
 from whisper_scratch.model.checkpoint import export_openai, load_model  # noqa: E402
 from whisper_scratch.model.formats.huggingface import save_huggingface  # noqa: E402
@@ -76,9 +77,10 @@ def _tiny_en_dir() -> Path:
 def ours(model_dir: Path, threads: int, batch_size: int, fast: bool, device: torch.device,
          quantize: str | None = None) -> tuple[Transcribe, str]:
     """Our batch mode (`transcribe.py --mode batch`): the reference fp32 computation, or `--fast`
-    (bf16 weights, trimmed encoder input, silence padding); with `quantize`, `--fast --quantize`
-    (fp32 activations, fp16 or int8 weights in the linear layers)."""
-    dtype = torch.bfloat16 if fast and not quantize else torch.float32
+    (its precision for this device, trimmed encoder input, silence padding); with `quantize`,
+    `--fast --quantize` (fp32 activations, fp16 or int8 weights in the linear layers)."""
+    precision = (fast_dtype(None, device.type, quantize) or "fp16") if fast else "fp32"
+    dtype = DTYPES[precision]
     model = load_model(model_dir, device=device, dtype=dtype).eval()
     if quantize:
         quantize_linear(model, quantize)
@@ -91,7 +93,7 @@ def ours(model_dir: Path, threads: int, batch_size: int, fast: bool, device: tor
         results, failed = transcribe_files(model, paths, opts)
         assert not failed, failed
         return [r["text"] for r in results]
-    note = "`--fast`: bf16, --trim_padding, --silence_padding" if fast else "fp32, full 30 s windows"
+    note = f"`--fast`: {precision}, --trim_padding, --silence_padding" if fast else "fp32, full 30 s windows"
     if quantize:
         note = f"`--fast --quantize {quantize}`: fp32 with {quantize} weights, --trim_padding, --silence_padding"
     return run, f"{note}, batch {batch_size}"

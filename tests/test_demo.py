@@ -84,8 +84,10 @@ def test_command_line_serves_the_page(tmp_path):
     """whisper-scratch demo on a checkpoint of ours: the page is served, then Ctrl-C ends it."""
     save_model(tiny_random(False), tmp_path / "model.pt")
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    # Ctrl-C as in a terminal, even where this process ignores SIGINT (a background job, a test worker).
     proc = subprocess.Popen([sys.executable, "-m", "whisper_scratch", "demo", "--model_path", str(tmp_path / "model.pt")],
-                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
     reader.start()

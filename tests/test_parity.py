@@ -50,48 +50,43 @@ def faster_whisper_texts(model_dir, paths, beam_size: int, language: str = "en")
     return texts
 
 
-def our_texts(model, paths, beam_size: int | None, language: str = "en", trim_padding: bool = False,
-              silence_padding: bool = False) -> list[str]:
+def our_texts(model, paths, beam_size: int | None, language: str = "en", trim_padding: bool = False) -> list[str]:
     opts = TranscribeOptions(decoding=DecodingOptions(language=language, beam_size=beam_size, without_timestamps=True),
                              fallback=FallbackOptions((0.0,)), batch_size=8, progress=False, condition_on_previous_text=False,
-                             trim_padding=trim_padding, silence_padding=silence_padding)
+                             trim_padding=trim_padding)
     results, failed = transcribe_files(model, paths, opts)
     assert not failed
     return [r["text"] for r in results]
 
 
 def test_tiny_en_greedy_matches_faster_whisper(shared_data, tiny_en, tiny_en_dir):
-    paths = [shared_data / "samples/jfk.flac"] + asterisk_clips(shared_data, 60)
+    paths = [shared_data / "samples/jfk.flac"] + asterisk_clips(shared_data, 40)
     ours = our_texts(tiny_en, paths, None)
     theirs = faster_whisper_texts(tiny_en_dir, paths, beam_size=1)
     assert "ask not what your country can do for you" in ours[0]
     assert [(p.name, a) for p, a in zip(paths, ours)] == [(p.name, b) for p, b in zip(paths, theirs)]
 
 
-@pytest.mark.parametrize("dtype, silence_padding", [(torch.float32, False), (torch.bfloat16, True)])
-def test_trim_padding_keeps_the_wer(shared_data, tiny_en_dir, dtype, silence_padding):
-    """The opt-in fast modes are not bound to parity, but must not cost accuracy: trimmed encoding
-    stays within a point of the full window's WER, and with silence padding (the --fast preset)
-    it is far below the reference pipeline's."""
+def test_trim_padding_keeps_the_wer(shared_data, tiny_en_dir):
+    """The opt-in trimmed encoding is not bound to parity, but must not cost accuracy: it stays
+    within a point of the full window's WER. (The --fast preset, which adds silence padding and
+    bf16 where the CPU computes it, is held to half the default path's WER by
+    test_cli.py::test_evaluate_fast_preset.)"""
     rows = [json.loads(line) for line in (shared_data / "asterisk-en/manifest.jsonl").read_text().splitlines()][:60]
     paths = [shared_data / "asterisk-en" / r["audio"] for r in rows]
     references = [r["text"] for r in rows]
-    model = load_model(tiny_en_dir, dtype=dtype)
-    full = our_texts(model, paths, None, silence_padding=silence_padding)
-    fast = our_texts(model, paths, None, trim_padding=True, silence_padding=silence_padding)
-    reference = our_texts(load_model(tiny_en_dir), paths, None) if silence_padding else full
-    full_wer, fast_wer, reference_wer = (error_rates(references, t, "en")["wer"] for t in (full, fast, reference))
-    print(f"tiny.en, 60 clips, {dtype}, silence padding {silence_padding}: WER {reference_wer:.4f} reference "
-          f"pipeline, {full_wer:.4f} full windows, {fast_wer:.4f} trimmed")
+    model = load_model(tiny_en_dir)
+    full = our_texts(model, paths, None)
+    fast = our_texts(model, paths, None, trim_padding=True)
+    full_wer, fast_wer = (error_rates(references, t, "en")["wer"] for t in (full, fast))
+    print(f"tiny.en, 60 clips: WER {full_wer:.4f} full windows, {fast_wer:.4f} trimmed")
     assert fast_wer <= full_wer + 0.01
-    if silence_padding:
-        assert fast_wer < reference_wer / 2
-    jfk = our_texts(model, [shared_data / "samples/jfk.flac"], None, trim_padding=True, silence_padding=silence_padding)
+    jfk = our_texts(model, [shared_data / "samples/jfk.flac"], None, trim_padding=True)
     assert "ask not what your country can do for you" in jfk[0]
 
 
 def test_base_greedy_matches_faster_whisper(shared_data, base, base_dir):
-    paths = [shared_data / "samples/jfk.flac"] + asterisk_clips(shared_data, 50, start=100)
+    paths = [shared_data / "samples/jfk.flac"] + asterisk_clips(shared_data, 25, start=100)
     ours = our_texts(base, paths, None)
     theirs = faster_whisper_texts(base_dir, paths, beam_size=1)
     assert [(p.name, a) for p, a in zip(paths, ours)] == [(p.name, b) for p, b in zip(paths, theirs)]

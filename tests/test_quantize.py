@@ -29,11 +29,11 @@ from whisper_scratch.model.whisper import ModelDimensions, Whisper
 REPO = Path(__file__).resolve().parents[1]
 ASTERISK16 = REPO / "tests/data/asterisk16"
 
-# Measured (docs/benchmarks.md, "int8 and fp16 weights"): base, standard scoring, default path.
-# asterisk-en every 4th clip (141): fp32 7.15 %, int8 7.54 %; Czech test, first 40 clips: fp32
-# 70.86 %, int8 73.02 % (+2.16 points; +3.60 before samples shared their audio's keys).
-INT8_CZECH_DELTA = 0.036 + 0.01  # the largest rise measured, plus about 4 words' room for other CPUs' rounding
-INT8_ASTERISK_DELTA = 0.005  # the issue's bound (0.5 points)
+# Measured (docs/benchmarks.md, "What the weights cost in words"): base, standard scoring, default
+# path. Czech test, first 40 clips: fp32 70.86 %, int8 73.02 % (+2.16 points); the first 20 clips
+# (111 words, a word is 0.9 points): fp32 76.58 %, int8 78.38 % (+1.80), with one torch thread and
+# with two. The 141 asterisk-en clips are test_cli.py's, beside their fp32 run.
+INT8_CZECH_DELTA = 0.018 + 0.027  # the rise measured on the 20 clips, plus 3 words' room for other CPUs' rounding
 
 
 def _small() -> Whisper:
@@ -99,10 +99,15 @@ def test_cli_refuses_quantize_with_another_precision_or_a_gpu(argv, message, tmp
     assert message in err.getvalue() and len(err.getvalue().strip().splitlines()) == 1
 
 
-def test_fast_with_quantize_keeps_fp32_activations():
-    assert fast_dtype(None, "cpu") == "bf16"
+@pytest.mark.parametrize("native_bf16", [True, False])
+def test_fast_takes_bf16_only_where_the_cpu_computes_it_and_never_with_quantize(monkeypatch, native_bf16):
+    from whisper_scratch.inference import options
+
+    monkeypatch.setattr(options, "cpu_native_bf16", lambda: native_bf16)
+    assert fast_dtype(None, "cpu") == ("bf16" if native_bf16 else "fp32")
     assert fast_dtype(None, "cpu", "int8") == "fp32"
-    assert fast_dtype("fp32", "cpu") == "fp32"
+    assert fast_dtype("fp32", "cpu") == "fp32" and fast_dtype("bf16", "cpu") == "bf16"
+    assert fast_dtype(None, "cuda") is None
 
 
 def _asterisk16() -> tuple[list[Path], list[str]]:
@@ -163,27 +168,18 @@ def _evaluate(model_dir: Path, manifest: Path, out: Path, *extra: str) -> dict:
 
 
 @pytest.mark.shared
-def test_int8_wer_on_asterisk_en_within_half_a_point(base_dir, asterisk_eval, tmp_path):
-    """The 141 asterisk-en clips of test_cli's evaluation, with base: int8 against fp32."""
-    report = _evaluate(base_dir, asterisk_eval["manifest"], tmp_path / "int8.json", "--quantize", "int8")
-    fp32 = asterisk_eval["report"]["wer"]
-    print(f"base asterisk-en 141 WER: fp32 {fp32:.4f} int8 {report['wer']:.4f}")
-    assert len(report["utterances"]) == 141
-    assert abs(report["wer"] - fp32) <= INT8_ASTERISK_DELTA, (fp32, report["wer"])
-
-
-@pytest.mark.shared
 def test_czech_base_int8_within_measured(base_dir, shared_data, tmp_path):
-    """The first 40 Czech test clips with base, in the listing's language: int8's WER rises by no
-    more than measured. (fp16 weights gave fp32's 40 transcripts when measured; the tiny.en test
-    above holds them to that, at a fraction of the time.)"""
+    """The first 20 Czech test clips with base, in the listing's language: int8's WER rises by no
+    more than measured. (The docs' figure is on 40 clips; 20 keep CI within its time. fp16 weights
+    gave fp32's 40 transcripts when measured; the tiny.en test above holds them to that, at a
+    fraction of the time.)"""
     listing = shared_data / "fillets-cv" / "cs" / "test.tsv"
-    manifest = tmp_path / "test40.tsv"
+    manifest = tmp_path / "test20.tsv"
     (tmp_path / "clips").symlink_to(listing.parent / "clips")
-    manifest.write_text("".join(listing.read_text(encoding="utf-8").splitlines(keepends=True)[:41]), encoding="utf-8")
+    manifest.write_text("".join(listing.read_text(encoding="utf-8").splitlines(keepends=True)[:21]), encoding="utf-8")
     reports = {kind: _evaluate(base_dir, manifest, tmp_path / f"{kind}.json", *(["--quantize", kind] if kind else []))
                for kind in (None, "int8")}
     fp32 = reports[None]
-    print("base Czech 40 WER:", {str(kind): round(r["wer"], 4) for kind, r in reports.items()})
-    assert len(fp32["utterances"]) == 40
+    print("base Czech 20 WER:", {str(kind): round(r["wer"], 4) for kind, r in reports.items()})
+    assert len(fp32["utterances"]) == 20
     assert reports["int8"]["wer"] - fp32["wer"] <= INT8_CZECH_DELTA, (fp32["wer"], reports["int8"]["wer"])

@@ -163,12 +163,17 @@ def test_sigterm_saves_last_and_exits_130(tmp_path):
 
 def test_signal_handlers_are_restored_after_an_in_process_run(tmp_path):
     """The loop catches SIGINT/SIGTERM only while it runs: afterwards Ctrl-C stops the process again."""
-    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
-    trainer = trainer_for(asterisk_args(tmp_path / "run", 1, "--train-batch-size", "2", "--no-eval-before",
-                                        "--max-eval-utterances", "2"))
-    assert trainer.run()["step"] == 1
-    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    # Ctrl-C as in a terminal, even where this process ignores SIGINT (a background job, a test worker).
+    outer = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+        trainer = trainer_for(asterisk_args(tmp_path / "run", 1, "--train-batch-size", "2", "--no-eval-before",
+                                            "--max-eval-utterances", "2"))
+        assert trainer.run()["step"] == 1
+        assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, outer)
 
 
 def evaluations(out: Path) -> list[tuple[int, float, float]]:

@@ -203,7 +203,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "of with zero frames (as openai-whisper and faster-whisper do): far fewer errors on "
                         "short clips; transcripts differ from the reference implementations'")
     p.add_argument("--fast", action="store_true",
-                   help="--trim_padding --silence_padding, and --dtype bf16 on CPU (unless --dtype is given)")
+                   help="--trim_padding --silence_padding, and on a CPU --dtype bf16 where it computes bf16 itself (AMX, "
+                        "AVX-512 BF16), else fp32 (unless --dtype is given)")
     p.add_argument("--batched", action="store_true",
                    help="Silero VAD cuts each recording's speech into chunks of up to 30 s, decoded --batch_size "
                         "at a time without the previous text as prompt (faster-whisper's batched mode; needs "

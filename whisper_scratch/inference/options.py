@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..common.device import cpu_native_bf16
 from .decoding import DecodingOptions, FallbackOptions
 from .timing import APPEND_PUNCTUATIONS, PREPEND_PUNCTUATIONS
 
@@ -52,8 +53,9 @@ class TranscriptionStopped(RuntimeError):
 
 
 def fast_dtype(dtype: str | None, device: str, quantize: str | None = None) -> str | None:
-    """The precision `--fast` runs in: the one named, else bf16 on a CPU (a GPU keeps its fp16
-    default); int8 weights (`quantize`) take fp32 activations, so then fp32."""
+    """The precision `--fast` runs in: the one named, else bf16 on a CPU that computes bf16 itself
+    (AMX or AVX-512 BF16) and fp32 on any other, where bf16 is emulated and slower than fp32 (a
+    GPU keeps its fp16 default); int8 weights (`quantize`) take fp32 activations, so then fp32."""
     if dtype or str(device).startswith("cuda"):
         return dtype
-    return "fp32" if quantize else "bf16"
+    return "bf16" if cpu_native_bf16() and not quantize else "fp32"

@@ -39,14 +39,18 @@ def packaged_model(name: str, root: str | Path | None = None) -> Path:
     if (out / "model.bin").is_file():
         return out
     out.mkdir(parents=True, exist_ok=True)
+    # Every file lands by an atomic rename, model.bin last: processes that join the same model at
+    # once (test workers, say) never read a half-written file.
     for extra in folders[0].iterdir():
         if not extra.name.startswith("model.bin"):
-            shutil.copyfile(extra, out / extra.name)
+            tmp = out / f"{extra.name}.tmp{os.getpid()}"
+            shutil.copyfile(extra, tmp)
+            os.replace(tmp, out / extra.name)
     tmp = out / f"model.bin.tmp{os.getpid()}"
     with open(tmp, "wb") as f:
         for folder in folders:
             for part in sorted(folder.glob("model.bin*")):
                 with open(part, "rb") as src:
                     shutil.copyfileobj(src, f)
-    os.replace(tmp, out / "model.bin")  # atomic: a half-joined file is never taken for a model
+    os.replace(tmp, out / "model.bin")
     return out
