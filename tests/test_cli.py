@@ -725,4 +725,3 @@ def test_base_evaluate_asterisk_en_int8_within_measured(asterisk_eval, base_dir,
     print(f"base asterisk-en 141 WER: fp32 {fp32:.4f} int8 {report['wer']:.4f}")
     assert len(report["utterances"]) == 141
     assert report["wer"] - fp32 <= INT8_ASTERISK_DELTA, (fp32, report["wer"])
-
