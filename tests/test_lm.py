@@ -373,7 +373,7 @@ def jfk_lm(tmp_path_factory) -> Path:
 @pytest.mark.shared
 def test_an_lm_changes_a_real_transcript(shared_data, tiny_en_dir, jfk_lm, capsys):
     jfk = shared_data / "samples/jfk.flac"
-    base = ["--model_path", str(tiny_en_dir), "--audio_path", str(jfk), "--beam_size", "5", "--threads", "2"]
+    base = ["--model_path", str(tiny_en_dir), "--audio_path", str(jfk), "--beam_size", "5"]
     assert transcribe.main(base) == 0
     plain = capsys.readouterr().out
     assert "for your country" in plain
@@ -390,7 +390,7 @@ def test_long_form_and_batched_take_an_lm(shared_data, tiny_en_dir, jfk_lm, caps
     # jfk.flac through the window-by-window path (--clip_timestamps sends any file there) and the
     # VAD-batched one; that the text so far is the next window's LM history is tested above.
     argv = ["--model_path", str(tiny_en_dir), "--audio_path", str(shared_data / "samples/jfk.flac"),
-            "--beam_size", "5", "--threads", "2", "--lm", str(jfk_lm), "--lm_alpha", "2", "--lm_beta", "2", *how]
+            "--beam_size", "5", "--lm", str(jfk_lm), "--lm_alpha", "2", "--lm_beta", "2", *how]
     assert transcribe.main(argv) == 0
     out = capsys.readouterr().out
     assert "ask not what our country" in out, out
@@ -484,7 +484,7 @@ def test_tune_finds_the_pair_and_transcribe_uses_it(shared_data, tiny_en_dir, jf
     from whisper_scratch.lm.command import main
 
     assert main(["tune", "--model_path", str(model), "--lm", str(jfk_lm), "--manifest", str(dev), "--alphas", "0.5",
-                 "2", "--betas", "0", "3", "--grid", "--threads", "2", "--output", str(report), "--save"]) == 0
+                 "2", "--betas", "0", "3", "--grid", "--output", str(report), "--save"]) == 0
     printed = capsys.readouterr().out
     assert printed.strip().splitlines()[-1] == "--lm_alpha 2 --lm_beta 3"
     tuned = json.loads(report.read_text())
@@ -492,12 +492,12 @@ def test_tune_finds_the_pair_and_transcribe_uses_it(shared_data, tiny_en_dir, jf
     for trial in [tuned["baseline"], *tuned["trials"]]:
         weights = ["--lm", str(jfk_lm), "--lm_alpha", str(trial["alpha"]), "--lm_beta", str(trial["beta"])]
         assert transcribe.main(["--model_path", str(model), "--mode", "evaluate", "--manifest", str(dev),
-                                "--beam_size", "5", "--threads", "2", "--output_file", str(tmp_path / "e.json"),
+                                "--beam_size", "5", "--output_file", str(tmp_path / "e.json"),
                                 *(weights if trial["fused"] else [])]) == 0
         assert json.loads((tmp_path / "e.json").read_text())["wer"] == trial["wer"]
     capsys.readouterr()
     assert transcribe.main(["--model_path", str(model), "--audio_path", str(shared_data / "samples/jfk.flac"),
-                            "--beam_size", "5", "--threads", "2", "--lm", str(jfk_lm)]) == 0
+                            "--beam_size", "5", "--lm", str(jfk_lm)]) == 0
     out, err = capsys.readouterr()
     assert "our country" in out and "your" not in out
     assert "--lm_alpha 2 --lm_beta 3: tuned for this model" in err
