@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from whisper_scratch.audio.io import load_audio  # noqa: E402
-from whisper_scratch.common.precision import DTYPES  # noqa: E402
+from whisper_scratch.common.precision import DTYPES, inference_dtype  # noqa: E402
 from whisper_scratch.data.manifest import read_manifest  # noqa: E402
 from whisper_scratch.evaluation.metrics import SCORINGS, error_rates  # noqa: E402
 from whisper_scratch.inference.decoding import DecodingOptions, FallbackOptions  # noqa: E402
@@ -79,8 +79,8 @@ def ours(model_dir: Path, threads: int, batch_size: int, fast: bool, device: tor
     """Our batch mode (`transcribe.py --mode batch`): the reference fp32 computation, or `--fast`
     (its precision for this device, trimmed encoder input, silence padding); with `quantize`,
     `--fast --quantize` (fp32 activations, fp16 or int8 weights in the linear layers)."""
-    precision = (fast_dtype(None, device.type, quantize) or "fp16") if fast else "fp32"
-    dtype = DTYPES[precision]
+    dtype = inference_dtype(fast_dtype(None, device.type, quantize) if fast else "fp32", device)
+    precision = next(name for name, d in DTYPES.items() if d == dtype)
     model = load_model(model_dir, device=device, dtype=dtype).eval()
     if quantize:
         quantize_linear(model, quantize)
