@@ -1,6 +1,7 @@
 """The noise-robustness experiment (whisper_scratch/experiments/noise_study.py, bench/noise_robustness.py):
 what each arm trains, the matched LoRA size, the split by prompt, the whole pipeline on a small
-random model, and (shared) that its evaluation of the stock model is transcribe.py's."""
+random model, the learning-rate search on a dev split, and (shared) that its evaluation of the
+stock model is transcribe.py's."""
 import json
 from pathlib import Path
 
@@ -16,11 +17,14 @@ from whisper_scratch.audio.noise import (
     white_noise,
 )
 from whisper_scratch.data.manifest import read_manifest
+from whisper_scratch.evaluation.metrics import utterance_word_errors
 from whisper_scratch.evaluation.noisy import score_run, transcribe_noisy
 from whisper_scratch.experiments.noise_study import (
     ARMS,
     ExperimentConfig,
     build_arm,
+    comparison_table,
+    encode_conditions,
     evaluate_arms,
     load_clips,
     lora_rank_matching,
@@ -28,6 +32,7 @@ from whisper_scratch.experiments.noise_study import (
     noise_branch_parameters,
     run_experiment,
     score,
+    search_table,
     split_by_prompt,
 )
 from whisper_scratch.inference.decoding import DecodingOptions, FallbackOptions
@@ -74,6 +79,12 @@ def test_split_by_prompt_keeps_each_transcript_on_one_side():
     assert not {tuple(r.text.lower().strip(".!").split()) for r in train} & words
     assert split_by_prompt(rows, 0.3, 0, "en") == (train, test)
     assert split_by_prompt(rows, 0.3, 1, "en") != (train, test)
+    # The dev split is drawn from the train side with another salt: a fraction of it, by prompt.
+    rest, dev = split_by_prompt(train, 0.3, 0, "en", salt="dev")
+    assert rest and dev and len(rest) + len(dev) == len(train)
+    assert not {tuple(r.text.lower().strip(".!").split()) for r in rest} & {tuple(r.text.lower().strip(".!").split())
+                                                                          for r in dev}
+    assert split_by_prompt(train, 0.3, 0, "en") == (train, [])  # without the salt it would draw nothing
 
 
 def test_each_arm_trains_what_it_says(small):
@@ -134,6 +145,48 @@ def test_training_moves_the_trained_arms_the_same_way_every_time(small, tmp_path
     assert all(len(a["arms"][n]["losses"]) == 3 for n in ARMS[1:])
     assert a["arms"]["dual"]["losses"][0] == a["arms"]["finetune"]["losses"][0]  # same first batch, same start
     assert any(v > 0 for s in a["arms"]["flamingo"]["noise_share"].values() for v in s)  # the branch now speaks
+    assert a["arms"]["lora"]["new_learning_rate"] == 1e-3 and a["arms"]["finetune"]["learning_rate"] == 1e-5
+    assert a["search"] is None and a["dev_clips"] == 0
+    # The paired comparisons count the errors of each arm and its control per test condition.
+    assert set(a["comparisons"]) == {"dual vs finetune", "flamingo vs lora"}
+    for condition, row in a["comparisons"]["dual vs finetune"].items():
+        errors = [sum(e for e, _ in utterance_word_errors(a["references"], a["arms"][n]["hypotheses"][condition], "en"))
+                  for n in ("finetune", "dual")]
+        assert [row["control_errors"], row["arm_errors"]] == errors
+        assert row["low"] <= row["reduction"] <= row["high"]
+    assert comparison_table(a).count("\n") == 1 + 2 * len(a["conditions"])
+
+
+def test_the_search_chooses_each_arms_rate_on_dev_and_tests_only_the_chosen(small, tmp_path):
+    cfg = config(small, dev_fraction=0.3, learning_rates=(1e-5, 1e-3), new_learning_rates=(1e-4, 1e-2), eval_snrs=(0.0,))
+    results = run_experiment(cfg, tmp_path, "search", progress=lambda _: None)
+    search, arms = results["search"], results["arms"]
+    assert results["dev_clips"] == len(search["references"]) > 0
+    assert not set(search["audio"]) & set(results["test_audio"])
+    trials = search["trials"]
+    assert [(t["arm"], t["rate"]) for t in trials] == [(n, r) for n in ARMS[1:]
+                                                       for r in ((1e-5, 1e-3) if n == "finetune" else (1e-4, 1e-2))]
+    chosen = {}
+    for name in ARMS[1:]:
+        mine = [t for t in trials if t["arm"] == name]
+        winners = [t for t in mine if t["chosen"]]
+        assert len(winners) == 1
+        best = min(mine, key=lambda t: (t["dev_mean_wer"], t["rate"]))
+        assert winners[0] is best and arms[name]["dev_mean_wer"] == best["dev_mean_wer"]
+        assert arms[name]["losses"][-1:] == best["final_loss"]  # the chosen model is the one tested
+        assert best["dev_mean_wer"] == pytest.approx(np.mean([r["wer"] for r in best["dev_rates"].values()]))
+        assert set(best["hypotheses"]) == set(results["conditions"])
+        chosen[name] = best["rate"]
+    assert arms["finetune"]["learning_rate"] == chosen["finetune"]
+    assert arms["dual"]["learning_rate"] == chosen["finetune"]  # dual is finetune plus the branch
+    for name in ("dual", "flamingo", "lora"):
+        assert arms[name]["new_learning_rate"] == chosen[name]
+    assert all(t["learning_rate"] == chosen["finetune"] for t in trials if t["arm"] == "dual")
+    assert search_table(results).count("\n") == 1 + len(trials) and search_table(results).count("**") == 2 * 2 * 4
+    with pytest.raises(ValueError, match="all three or none"):
+        config(small, learning_rates=(1e-5,), new_learning_rates=(1e-3,))
+    with pytest.raises(ValueError, match="all three or none"):
+        config(small, dev_fraction=0.2, learning_rates=(1e-5,))
 
 
 @pytest.mark.shared
@@ -147,7 +200,8 @@ def test_stock_evaluation_is_transcribe_pys(tiny_en_dir, shared_data):
     tokenizer = whisper_vocabulary(stock)
     _, test_rows = split_by_prompt(read_manifest(cfg.manifest), cfg.test_fraction, cfg.seed, cfg.language)
     clips, _ = load_clips(test_rows, cfg.eval_clips, cfg.seed, 480000)
-    ours, _ = evaluate_arms({"stock": stock}, clips, cfg, tokenizer, progress=lambda _: None)
+    encoded = encode_conditions(stock, clips, cfg)
+    ours = evaluate_arms({"stock": stock}, clips, encoded, cfg, tokenizer, progress=lambda _: None)
     rows = [c.utterance for c in clips]
     opts = TranscribeOptions(decoding=DecodingOptions(language="en", without_timestamps=True,
                                                       sample_len=cfg.sample_len),

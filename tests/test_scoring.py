@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from whisper_scratch.evaluation.metrics import error_rates
+from whisper_scratch.evaluation.metrics import error_rates, error_reduction_interval, utterance_word_errors
 from whisper_scratch.evaluation.normalizers import (
     BasicTextNormalizer,
     EnglishNumberNormalizer,
@@ -115,6 +115,42 @@ def test_empty_normalised_reference_counts_insertions():
     # "[noise]" normalises to "": the hypothesis's 2 words are insertions over 3 reference words.
     rates = error_rates(["one two three", "[noise]"], ["one two three", "hello there"], "cs")
     assert rates == {"wer": pytest.approx(2 / 3), "cer": pytest.approx(11 / 13)}
+
+
+def test_utterance_word_errors_are_each_pairs_own_and_add_up_to_the_wer():
+    import jiwer
+
+    rng = random.Random(0)
+    words = "ano ne dobry den pes kocka".split()
+    refs = [" ".join(rng.choices(words, k=rng.randint(1, 8))) for _ in range(40)] + ["[noise]"]
+    hyps = [" ".join(rng.choices(words, k=rng.randint(0, 9))) for _ in range(40)] + ["hello there"]
+    counts = utterance_word_errors(refs, hyps, "cs")
+    for (errors, n), r, h in zip(counts[:-1], refs, hyps):
+        one = jiwer.process_words(r, h) if h else None  # each pair aligned alone, as no corpus call does
+        assert n == len(r.split()) and errors == (one.substitutions + one.deletions + one.insertions if one else n)
+    assert counts[-1] == (2, 0)  # the empty reference: its hypothesis's words are insertions
+    assert sum(e for e, _ in counts) / sum(n for _, n in counts) == pytest.approx(error_rates(refs, hyps, "cs")["wer"])
+
+
+def test_error_reduction_interval_by_hand():
+    # Two utterances; a makes 2 errors on each, b 0 and 2. Resampling two of them: both the first
+    # (1/4 of draws: b 0 of a's 4, 100 % fewer), both the second (1/4: 0 % fewer), one of each
+    # (1/2: 50 % fewer). So 50 % fewer in all, and the 95 % interval runs from 0 % to 100 %.
+    result = error_reduction_interval([2, 2], [0, 2], resamples=4000)
+    assert result == {"reduction": 0.5, "low": 0.0, "high": 1.0}
+    same = error_reduction_interval([3, 1, 0, 2], [3, 1, 0, 2])
+    assert same == {"reduction": 0.0, "low": 0.0, "high": 0.0}
+    assert error_reduction_interval([3, 1, 0, 2], [0, 0, 0, 0]) == {"reduction": 1.0, "low": 1.0, "high": 1.0}
+    rng = random.Random(1)
+    a = [rng.randint(0, 6) for _ in range(400)]
+    b = [max(0, e - rng.randint(0, 2)) for e in a]
+    wide, narrow = error_reduction_interval(a[:40], b[:40]), error_reduction_interval(a, b)
+    assert narrow["low"] < narrow["reduction"] < narrow["high"]
+    assert narrow["high"] - narrow["low"] < wide["high"] - wide["low"]
+    with pytest.raises(ValueError, match="no errors"):
+        error_reduction_interval([0, 0], [1, 0])
+    with pytest.raises(ValueError, match="one error count"):
+        error_reduction_interval([1, 2], [1])
 
 
 # ---------------------------------------------------------------- against openai-whisper (shared)

@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Callable
 
 import jiwer
+import numpy as np
 
 from .lenient import join_compounds, lenient_normalizer
 from .normalizers import get_normalizer
@@ -26,17 +27,26 @@ from .normalizers import get_normalizer
 SCORINGS = ("standard", "lenient")
 
 
-def _error_rate(pairs: list[tuple[str, str]], characters: bool) -> float:
+def _edit_counts(pairs: list[tuple[str, str]], characters: bool) -> list[tuple[int, int]]:
+    """(edits, reference units) of each (reference, hypothesis) pair, words or characters."""
     def units(text: str) -> int:
         return len(text.strip()) if characters else len(text.split())
 
-    errors = sum(units(h) for r, h in pairs if not r.split())
-    scored = [(r, h) for r, h in pairs if r.split()]
-    total = sum(units(r) for r, _ in scored)
+    counts = [(units(h), 0) for _, h in pairs]  # an empty reference: every hypothesis unit is inserted
+    scored = [i for i, (r, _) in enumerate(pairs) if r.split()]
     if scored:
         process = jiwer.process_characters if characters else jiwer.process_words
-        out = process([r for r, _ in scored], [h for _, h in scored])
-        errors += out.substitutions + out.deletions + out.insertions
+        out = process([pairs[i][0] for i in scored], [pairs[i][1] for i in scored])
+        for i, chunks in zip(scored, out.alignments):
+            edits = sum(c.hyp_end_idx - c.hyp_start_idx if c.type == "insert" else c.ref_end_idx - c.ref_start_idx
+                        for c in chunks if c.type != "equal")
+            counts[i] = (edits, units(pairs[i][0]))
+    return counts
+
+
+def _error_rate(pairs: list[tuple[str, str]], characters: bool) -> float:
+    counts = _edit_counts(pairs, characters)
+    errors, total = sum(e for e, _ in counts), sum(n for _, n in counts)
     if total == 0:
         if errors:
             raise ValueError("every reference is empty, so the error rate is undefined")
@@ -63,15 +73,46 @@ def cer(references: list[str], hypotheses: list[str], normalizer: Callable[[str]
     return _error_rate(_normalized_pairs(references, hypotheses, normalizer), characters=True)
 
 
+def _scored_pairs(references: list[str], hypotheses: list[str], language: str | None,
+                  scoring: str) -> list[tuple[str, str]]:
+    if scoring == "standard":
+        return _normalized_pairs(references, hypotheses, get_normalizer(language))
+    if scoring == "lenient":
+        return [join_compounds(r.split(), h.split())
+                for r, h in _normalized_pairs(references, hypotheses, lenient_normalizer(language))]
+    raise ValueError(f"unknown scoring {scoring!r}: choose from {', '.join(SCORINGS)}")
+
+
 def error_rates(references: list[str], hypotheses: list[str], language: str | None,
                 scoring: str = "standard") -> dict[str, float]:
     """{"wer": ..., "cer": ...} scored for `language` ("en": English rules; None or any other code:
     the basic ones); `scoring` is "standard" (openai-whisper's rules, plain jiwer) or "lenient"."""
-    if scoring == "standard":
-        pairs = _normalized_pairs(references, hypotheses, get_normalizer(language))
-    elif scoring == "lenient":
-        pairs = [join_compounds(r.split(), h.split())
-                 for r, h in _normalized_pairs(references, hypotheses, lenient_normalizer(language))]
-    else:
-        raise ValueError(f"unknown scoring {scoring!r}: choose from {', '.join(SCORINGS)}")
+    pairs = _scored_pairs(references, hypotheses, language, scoring)
     return {"wer": _error_rate(pairs, characters=False), "cer": _error_rate(pairs, characters=True)}
+
+
+def utterance_word_errors(references: list[str], hypotheses: list[str], language: str | None,
+                          scoring: str = "standard") -> list[tuple[int, int]]:
+    """(word edits, reference words) per utterance, scored as error_rates scores: their sums
+    give its WER."""
+    return _edit_counts(_scored_pairs(references, hypotheses, language, scoring), characters=False)
+
+
+def error_reduction_interval(errors_a: list[int], errors_b: list[int], resamples: int = 2000, seed: int = 0,
+                             level: float = 0.95) -> dict[str, float]:
+    """How many fewer word errors system b makes than system a, relative to a's, with a paired
+    bootstrap interval: utterances are resampled with replacement, both systems on the same draw.
+    errors_a[i], errors_b[i]: the errors of each system on utterance i. Returns {"reduction",
+    "low", "high"} as fractions (0.21 = 21 % fewer); a draw where a makes no error is skipped."""
+    a, b = np.asarray(errors_a, dtype=np.float64), np.asarray(errors_b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1 or not len(a):
+        raise ValueError(f"need one error count per utterance for both systems, got {a.shape} and {b.shape}")
+    if not a.sum():
+        raise ValueError("system a makes no errors, so a relative reduction is undefined")
+    draws = np.random.default_rng(seed).integers(len(a), size=(resamples, len(a)))
+    sum_a, sum_b = a[draws].sum(axis=1), b[draws].sum(axis=1)
+    kept = sum_a > 0
+    reductions = 1 - sum_b[kept] / sum_a[kept]
+    tail = (1 - level) / 2
+    return {"reduction": float(1 - b.sum() / a.sum()), "low": float(np.quantile(reductions, tail)),
+            "high": float(np.quantile(reductions, 1 - tail))}

@@ -18,13 +18,16 @@ Arms (`ARMS`):
             so that they have as many parameters as the noise branch: the control for flamingo
 
 Pretrained weights train at `learning_rate`, new ones (noise branch and gate, LoRA) at
-`new_learning_rate`, in every arm that has them.
+`new_learning_rate`, in every arm that has them. With `dev_fraction` > 0 the rates are not given
+but chosen per arm (`search_learning_rates`): a dev split of the training side's prompts is held
+out, each arm trains once per rate of its grid, and the rate with the lowest mean dev WER over the
+test conditions is the arm's; only the chosen models see the test clips.
 """
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -37,7 +40,7 @@ from ..audio.geometry import HOP_LENGTH, SAMPLE_RATE, window_frames
 from ..audio.io import load_audio
 from ..audio.noise import NoiseMixer, clip_keys, stable_hash
 from ..data.manifest import Utterance, read_manifest
-from ..evaluation.metrics import SCORINGS, error_rates
+from ..evaluation.metrics import SCORINGS, error_reduction_interval, error_rates, utterance_word_errors
 from ..evaluation.noisy import condition_name
 from ..evaluation.normalizers import get_normalizer
 from ..inference.decoding import DecodingOptions, DecodingTask
@@ -55,6 +58,9 @@ from .noise_plots import plot_dual_attention, plot_gate_vs_snr, plot_wer_vs_snr
 
 ARMS = ("stock", "finetune", "dual", "flamingo", "lora")
 DUAL_ARMS = ("dual", "flamingo")
+# (control, arm) pairs whose word errors are compared with a paired bootstrap: does the branch
+# help when the decoder trains anyway, and is it a better use of its parameters than adapters?
+COMPARISONS = (("finetune", "dual"), ("lora", "flamingo"))
 
 
 @dataclass
@@ -74,6 +80,12 @@ class ExperimentConfig:
     batch_size: int = 8
     learning_rate: float = 1e-5  # pretrained weights
     new_learning_rate: float = 1e-3  # noise branch and gate, LoRA adapters
+    # Learning-rate search (search_learning_rates): > 0 holds out this fraction of the training
+    # side's distinct prompts as a dev split and chooses each arm's rate there, from finetune's
+    # `learning_rates` or the other arms' `new_learning_rates`.
+    dev_fraction: float = 0.0
+    learning_rates: tuple[float, ...] = ()
+    new_learning_rates: tuple[float, ...] = ()
     warmup_steps: int = 30
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
@@ -93,6 +105,14 @@ class ExperimentConfig:
             raise ValueError(f"picture_snr {self.picture_snr:g} must be one of eval_snrs {self.eval_snrs}")
         if self.scoring not in SCORINGS:
             raise ValueError(f"scoring must be one of {', '.join(SCORINGS)}, got {self.scoring!r}")
+        grids = (bool(self.learning_rates), bool(self.new_learning_rates))
+        if (self.dev_fraction > 0 and grids != (True, True)) or (self.dev_fraction <= 0 and any(grids)):
+            raise ValueError("a learning-rate search needs dev_fraction > 0 and both grids, learning_rates (finetune) "
+                             "and new_learning_rates (dual, flamingo, lora): give all three or none")
+
+    @property
+    def searching(self) -> bool:
+        return self.dev_fraction > 0
 
 
 @dataclass
@@ -103,13 +123,14 @@ class Clip:
 
 
 def split_by_prompt(rows: list[Utterance], test_fraction: float, seed: int,
-                    language: str | None) -> tuple[list[Utterance], list[Utterance]]:
+                    language: str | None, salt: str = "") -> tuple[list[Utterance], list[Utterance]]:
     """(train, test): a transcript (normalised) goes to test when its seeded hash falls in the
-    first `test_fraction` of the range, with every clip that says it."""
+    first `test_fraction` of the range, with every clip that says it. Another `salt` draws
+    independently of the first split (the dev split is drawn from its train side)."""
     normalize = get_normalizer(language)
 
     def is_test(row: Utterance) -> bool:
-        return stable_hash(f"{seed}:{normalize(row.text)}") % 10_000 < test_fraction * 10_000
+        return stable_hash(f"{seed}{salt}:{normalize(row.text)}") % 10_000 < test_fraction * 10_000
 
     return [r for r in rows if not is_test(r)], [r for r in rows if is_test(r)]
 
@@ -285,30 +306,39 @@ def _mixed(clip: Clip, mixer: NoiseMixer, snr: float | None) -> np.ndarray:
     return clip.audio if snr is None else mixer.mix(clip.audio, clip.key, snr)[0]
 
 
+@dataclass
+class EncodedClips:
+    features: dict[str, list[Tensor]]  # condition -> encoder output (B, S, D) float32, one per batch of clips
+    seconds: float  # encoding time
+
+
 @torch.no_grad()
-def evaluate_arms(models: dict[str, Whisper], clips: list[Clip], cfg: ExperimentConfig, tokenizer: TokenizerBase,
-                  progress: Callable[[str], None] = print) -> tuple[dict[str, ArmEvaluation], float]:
-    """Greedy transcripts of every test clip, clean and at each SNR, by every arm; each condition's
-    batch is encoded once (the encoder is shared). Dual arms also report their gates, read on
-    the reference transcripts (teacher-forced). Returns (per arm, encoding seconds)."""
-    stock = models["stock"]
+def encode_conditions(encoder: Whisper, clips: list[Clip], cfg: ExperimentConfig) -> EncodedClips:
+    """Every clip clean and mixed with `test_noise` at each of `eval_snrs` (its fixed per-clip
+    segment), through the frozen encoder once, in batches of eval_batch_size."""
+    started = time.time()
     mixer = NoiseMixer(cfg.test_noise, cfg.seed)
+    features = {condition_name(snr): [_encode(encoder, [_mixed(c, mixer, snr) for c in clips[i:i + cfg.eval_batch_size]])
+                                      for i in range(0, len(clips), cfg.eval_batch_size)]
+                for snr in (None, *cfg.eval_snrs)}
+    return EncodedClips(features, time.time() - started)
+
+
+@torch.no_grad()
+def evaluate_arms(models: dict[str, Whisper], clips: list[Clip], encoded: EncodedClips, cfg: ExperimentConfig,
+                  tokenizer: TokenizerBase, progress: Callable[[str], None] = print) -> dict[str, ArmEvaluation]:
+    """Greedy transcripts of every clip in every condition of `encoded`, by every model. Dual
+    arms also report their gates, read on the reference transcripts (teacher-forced)."""
     options = DecodingOptions(language=cfg.language, without_timestamps=True, sample_len=cfg.sample_len)
-    references = StudyClips(clips, tokenizer, stock, cfg.language)
+    references = StudyClips(clips, tokenizer, next(iter(models.values())), cfg.language)
     out = {name: ArmEvaluation() for name in models}
-    encode_seconds = 0.0
-    for snr in (None, *cfg.eval_snrs):
-        condition = condition_name(snr)
+    for condition, batches in encoded.features.items():
         # Per dual arm: token count, and gate and share summed over tokens, to average over batches.
         sums: dict[str, list] = {name: [0.0, 0.0, 0.0] for name, m in models.items() if m.dual_attention}
         for name in models:
             out[name].hypotheses[condition] = []
-        for start in range(0, len(clips), cfg.eval_batch_size):
-            batch = clips[start:start + cfg.eval_batch_size]
-            t = time.time()
-            features = _encode(stock, [_mixed(c, mixer, snr) for c in batch])
-            encode_seconds += time.time() - t
-            labelled = references.batch([(i, f) for i, f in zip(range(start, start + len(batch)), features.cpu())])
+        for start, features in zip(range(0, len(clips), cfg.eval_batch_size), batches):
+            labelled = references.batch([(i, f) for i, f in zip(range(start, start + len(features)), features.cpu())])
             tokens, mask = labelled.tokens.to(cfg.device), (labelled.labels != IGNORE_INDEX).to(cfg.device)
             for name, model in models.items():
                 t = time.time()
@@ -323,7 +353,7 @@ def evaluate_arms(models: dict[str, Whisper], clips: list[Clip], cfg: Experiment
             out[name].gate[condition] = (gate / n).tolist()
             out[name].noise_share[condition] = (share / n).tolist()
         progress(f"evaluated {condition}")
-    return out, encode_seconds
+    return out
 
 
 @torch.no_grad()
@@ -350,11 +380,77 @@ def trainable_parameters(model: Whisper) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+def make_arm(name: str, cfg: ExperimentConfig, stock: Whisper, data: TrainingSet,
+             schedule: list[list[tuple[int, int]]]) -> tuple[Whisper, dict]:
+    """Arm `name` built and trained at cfg's rates: (model, its record: trainable parameters, the
+    rates it trained at, losses, seconds)."""
+    model, groups = build_arm(name, cfg, stock)
+    record = {"trainable": trainable_parameters(model),
+              "learning_rate": cfg.learning_rate if name in ("finetune", "dual") else None,
+              "new_learning_rate": None if name == "finetune" else cfg.new_learning_rate,
+              **train_arm(model, groups, data, schedule, cfg)}
+    if name == "lora":
+        merge_lora(model.decoder)  # the same function, plain weights: decoding as fast as the others
+    return model, record
+
+
+def mean_wer(rates: dict[str, dict[str, float]]) -> float:
+    """The search's criterion: WER averaged over the conditions (clean and every SNR)."""
+    return float(np.mean([r["wer"] for r in rates.values()]))
+
+
+def search_learning_rates(cfg: ExperimentConfig, stock: Whisper, data: TrainingSet,
+                          schedule: list[list[tuple[int, int]]], dev_clips: list[Clip], tokenizer: TokenizerBase,
+                          progress: Callable[[str], None] = print) -> tuple[dict[str, Whisper], dict[str, dict], dict]:
+    """Each trained arm once per rate of its grid, on the same schedule; the rate with the lowest
+    mean_wer on the dev clips (clean and at every eval SNR, greedy) is the arm's. finetune's grid
+    is learning_rates (the decoder's); dual's, flamingo's and lora's is new_learning_rates (the
+    weights they add), and dual's decoder trains at the rate finetune chose, so that dual stays
+    finetune plus the branch. Returns (the chosen models, their records with the dev criterion,
+    the search: dev references and every trial's rates, criterion and transcripts)."""
+    dev = encode_conditions(stock, dev_clips, cfg)
+    models: dict[str, Whisper] = {}
+    arms: dict[str, dict] = {}
+    search = {"references": [c.utterance.text for c in dev_clips], "audio": [c.key for c in dev_clips],
+              "encode_seconds": dev.seconds, "trials": []}
+    finetune_rate = cfg.learning_rate
+    for name in (a for a in ARMS if a in cfg.arms and a != "stock"):
+        grid = cfg.learning_rates if name == "finetune" else cfg.new_learning_rates
+        trained = {}
+        for rate in grid:
+            arm_cfg = (replace(cfg, learning_rate=rate) if name == "finetune"
+                       else replace(cfg, learning_rate=finetune_rate, new_learning_rate=rate))
+            trained[f"{rate:g}"] = make_arm(name, arm_cfg, stock, data, schedule)
+            progress(f"{name} at {rate:g}: {cfg.steps} steps in {trained[f'{rate:g}'][1]['train_seconds']:.0f} s")
+        evaluation = evaluate_arms({key: model for key, (model, _) in trained.items()}, dev_clips, dev, cfg, tokenizer,
+                                   progress=lambda _: None)
+        criterion = {}
+        for key, (_, record) in trained.items():
+            hypotheses = evaluation[key].hypotheses
+            rates = {c: error_rates(search["references"], h, cfg.language, cfg.scoring) for c, h in hypotheses.items()}
+            criterion[key] = mean_wer(rates)
+            search["trials"].append({"arm": name, "rate": float(key), "learning_rate": record["learning_rate"],
+                                     "new_learning_rate": record["new_learning_rate"], "dev_rates": rates,
+                                     "dev_mean_wer": criterion[key], "final_loss": record["losses"][-1:],
+                                     "train_seconds": record["train_seconds"], "hypotheses": hypotheses})
+        best = min(criterion, key=lambda k: (criterion[k], float(k)))
+        for trial in search["trials"]:
+            if trial["arm"] == name:
+                trial["chosen"] = f"{trial['rate']:g}" == best
+        models[name], arms[name] = trained[best][0], {**trained[best][1], "dev_mean_wer": criterion[best]}
+        if name == "finetune":
+            finetune_rate = float(best)
+        progress(f"{name}: dev mean WER " + ", ".join(f"{k} {100 * v:.1f} %" for k, v in criterion.items())
+                 + f"; chose {best}")
+    return models, arms, search
+
+
 def run_experiment(cfg: ExperimentConfig, out_dir: Path, label: str,
                    progress: Callable[[str], None] = print) -> dict:
-    """Train every arm, evaluate them all, draw the pictures into out_dir; returns the results
-    (JSON-ready): configuration, data sizes, trainable parameters and times per arm, WER/CER per
-    arm and condition, gates, transcripts."""
+    """Train every arm (at cfg's rates, or at the rates search_learning_rates chooses on a dev
+    split), evaluate them all on the test clips, draw the pictures into out_dir; returns the
+    results (JSON-ready): configuration, data sizes, trainable parameters, rates and times per arm,
+    WER/CER per arm and condition, the paired comparisons, gates, transcripts, the search."""
     started = time.time()
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
@@ -362,37 +458,45 @@ def run_experiment(cfg: ExperimentConfig, out_dir: Path, label: str,
     stock.requires_grad_(False)
     tokenizer = whisper_vocabulary(stock)
     train_rows, test_rows = split_by_prompt(read_manifest(cfg.manifest), cfg.test_fraction, cfg.seed, cfg.language)
+    dev_rows: list[Utterance] = []
+    if cfg.searching:
+        train_rows, dev_rows = split_by_prompt(train_rows, cfg.dev_fraction, cfg.seed, cfg.language, salt="dev")
     max_samples = 2 * stock.dims.n_audio_ctx * HOP_LENGTH
     train_clips, train_long = load_clips(train_rows, cfg.train_clips, cfg.seed, max_samples)
+    dev_clips, dev_long = load_clips(dev_rows, cfg.eval_clips, cfg.seed, max_samples)
     test_clips, test_long = load_clips(test_rows, cfg.eval_clips, cfg.seed, max_samples)
-    progress(f"{len(train_clips)} training clips, {len(test_clips)} test clips "
-             f"({train_long + test_long} longer than the window left out)")
+    progress(f"{len(train_clips)} training clips, {len(dev_clips)} dev clips, {len(test_clips)} test clips "
+             f"({train_long + dev_long + test_long} longer than the window left out)")
 
     data = encode_training_set(stock, train_clips, cfg, tokenizer, out_dir / "encoder_cache")
     schedule = draw_schedule(len(train_clips), 1 + cfg.variants, cfg.steps, cfg.batch_size, cfg.seed)
-    models, arms = {"stock": stock}, {"stock": {"trainable": 0, "train_seconds": 0.0, "losses": []}}
-    for name in (a for a in cfg.arms if a != "stock"):
-        model, groups = build_arm(name, cfg, stock)
-        arms[name] = {"trainable": trainable_parameters(model),
-                      **train_arm(model, groups, data, schedule, cfg)}
-        if name == "lora":
-            merge_lora(model.decoder)  # the same function, plain weights: decoding as fast as the others
-        models[name] = model
-        progress(f"{name}: {arms[name]['trainable']:,} trainable parameters, {cfg.steps} steps in "
-                 f"{arms[name]['train_seconds']:.0f} s, losses {arms[name]['losses'][:1]} ... "
-                 f"{arms[name]['losses'][-1:]}")
+    models = {"stock": stock}
+    arms = {"stock": {"trainable": 0, "learning_rate": None, "new_learning_rate": None, "train_seconds": 0.0,
+                      "losses": []}}
+    search = None
+    if cfg.searching:
+        chosen, records, search = search_learning_rates(cfg, stock, data, schedule, dev_clips, tokenizer, progress)
+        models.update(chosen)
+        arms.update(records)
+    else:
+        for name in (a for a in cfg.arms if a != "stock"):
+            models[name], arms[name] = make_arm(name, cfg, stock, data, schedule)
+            progress(f"{name}: {arms[name]['trainable']:,} trainable parameters, {cfg.steps} steps in "
+                     f"{arms[name]['train_seconds']:.0f} s, losses {arms[name]['losses'][:1]} ... "
+                     f"{arms[name]['losses'][-1:]}")
 
-    evaluation, encode_seconds = evaluate_arms(models, test_clips, cfg, tokenizer, progress)
-    conditions = [condition_name(s) for s in (None, *cfg.eval_snrs)]
+    encoded = encode_conditions(stock, test_clips, cfg)
+    evaluation = evaluate_arms(models, test_clips, encoded, cfg, tokenizer, progress)
+    conditions = list(encoded.features)
     for name, e in evaluation.items():
         arms[name]["decode_seconds"] = e.decode_seconds
         arms[name]["gate"], arms[name]["noise_share"] = e.gate, e.noise_share
         arms[name]["hypotheses"] = e.hypotheses
     results = {"label": label, "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
-               "train_clips": len(train_clips), "test_clips": len(test_clips),
-               "train_encode_seconds": data.seconds, "eval_encode_seconds": encode_seconds,
+               "train_clips": len(train_clips), "dev_clips": len(dev_clips), "test_clips": len(test_clips),
+               "train_encode_seconds": data.seconds, "eval_encode_seconds": encoded.seconds,
                "conditions": conditions, "references": [c.utterance.text for c in test_clips],
-               "test_audio": [c.key for c in test_clips], "arms": arms, "pictures": {}}
+               "test_audio": [c.key for c in test_clips], "arms": arms, "search": search, "pictures": {}}
     score(results, cfg.scoring, out_dir)
 
     pictures = results["pictures"]
@@ -414,27 +518,78 @@ def run_experiment(cfg: ExperimentConfig, out_dir: Path, label: str,
 
 def score(results: dict, scoring: str, out_dir: Path) -> dict:
     """(Re)compute every arm's WER/CER per condition from the stored transcripts with `scoring`,
-    and draw the WER/CER chart into out_dir; `results` is changed in place and returned. Scoring
-    a finished run another way needs no model."""
+    the paired comparisons of COMPARISONS, and the search's dev rates if there was one, and draw
+    the WER/CER chart into out_dir; `results` is changed in place and returned. Scoring a finished
+    run another way needs no model (the arms the search chose stay chosen)."""
     conditions, references = results["conditions"], results["references"]
     language = results["config"]["language"]
-    for arm in results["arms"].values():
+    arms = results["arms"]
+    for arm in arms.values():
         arm["rates"] = {c: error_rates(references, arm["hypotheses"][c], language, scoring) for c in conditions}
+    results["comparisons"] = {}
+    for control, arm in (pair for pair in COMPARISONS if set(pair) <= set(arms)):
+        rows = {}
+        for c in conditions:
+            errors = [[e for e, _ in utterance_word_errors(references, arms[name]["hypotheses"][c], language, scoring)]
+                      for name in (control, arm)]
+            rows[c] = {"control_errors": sum(errors[0]), "arm_errors": sum(errors[1]),
+                       **error_reduction_interval(errors[0], errors[1], seed=results["config"]["seed"])}
+        results["comparisons"][f"{arm} vs {control}"] = rows
+    for trial in (results.get("search") or {}).get("trials", []):
+        trial["dev_rates"] = {c: error_rates(results["search"]["references"], h, language, scoring)
+                              for c, h in trial["hypotheses"].items()}
+        trial["dev_mean_wer"] = mean_wer(trial["dev_rates"])
     results["scoring"] = scoring
     out_dir.mkdir(parents=True, exist_ok=True)
-    chart = plot_wer_vs_snr(conditions, {n: a["rates"] for n, a in results["arms"].items()}, out_dir / "wer_vs_snr.png",
+    chart = plot_wer_vs_snr(conditions, {n: a["rates"] for n, a in arms.items()}, out_dir / "wer_vs_snr.png",
                             f"{results['label']}: WER and CER against SNR ({scoring} scoring)")
     results["pictures"]["wer_vs_snr"] = str(chart)
     return results
 
 
+def _rate(value: float | None) -> str:
+    return "" if value is None else f"{value:g}"
+
+
 def markdown_table(results: dict) -> str:
-    """WER % (CER %) per arm and condition, with trainable parameters and times."""
+    """WER % (CER %) per arm and condition, with trainable parameters, learning rates and times."""
     conditions = results["conditions"]
-    lines = ["| arm | trainable params | train s | eval s | " + " | ".join(conditions) + " |",
-             "| --- | ---: | ---: | ---: | " + " | ".join("---:" for _ in conditions) + " |"]
+    lines = ["| arm | trainable params | lr (decoder) | lr (new weights) | train s | eval s | "
+             + " | ".join(conditions) + " |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | " + " | ".join("---:" for _ in conditions) + " |"]
     for name, arm in results["arms"].items():
         cells = [f"{100 * arm['rates'][c]['wer']:.1f} ({100 * arm['rates'][c]['cer']:.1f})" for c in conditions]
-        lines.append(f"| {name} | {arm['trainable']:,} | {arm['train_seconds']:.0f} | {arm['decode_seconds']:.0f} | "
-                     + " | ".join(cells) + " |")
+        lines.append(f"| {name} | {arm['trainable']:,} | {_rate(arm.get('learning_rate'))} | "
+                     f"{_rate(arm.get('new_learning_rate'))} | {arm['train_seconds']:.0f} | "
+                     f"{arm['decode_seconds']:.0f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def comparison_table(results: dict) -> str:
+    """Word errors of each arm against its control per condition: the relative reduction and its
+    95 % paired-bootstrap interval."""
+    lines = ["| comparison | condition | control errors | arm errors | fewer errors | 95 % interval |",
+             "| --- | --- | ---: | ---: | ---: | --- |"]
+    for name, rows in results.get("comparisons", {}).items():
+        for condition, r in rows.items():
+            lines.append(f"| {name} | {condition} | {r['control_errors']} | {r['arm_errors']} | "
+                         f"{100 * r['reduction']:.0f} % | {100 * r['low']:.0f} % to {100 * r['high']:.0f} % |")
+    return "\n".join(lines)
+
+
+def search_table(results: dict) -> str:
+    """Every trial of the learning-rate search: the arm, the rate tried, dev WER per condition and
+    the criterion (their mean); the chosen rate in bold."""
+    search = results.get("search")
+    if not search:
+        return ""
+    conditions = list(search["trials"][0]["dev_rates"]) if search["trials"] else []
+    lines = ["| arm | rate tried | dev " + " | dev ".join(conditions) + " | mean dev WER | final loss | train s |",
+             "| --- | ---: | " + " | ".join("---:" for _ in conditions) + " | ---: | ---: | ---: |"]
+    for t in search["trials"]:
+        mark = "**" if t.get("chosen") else ""
+        loss = f"{t['final_loss'][0]:.3f}" if t["final_loss"] else ""
+        lines.append(f"| {t['arm']} | {mark}{t['rate']:g}{mark} | "
+                     + " | ".join(f"{100 * t['dev_rates'][c]['wer']:.1f}" for c in conditions)
+                     + f" | {mark}{100 * t['dev_mean_wer']:.1f}{mark} | {loss} | {t['train_seconds']:.0f} |")
     return "\n".join(lines)
