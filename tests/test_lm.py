@@ -27,6 +27,7 @@ from whisper_scratch.audio.geometry import HOP_LENGTH, SAMPLE_RATE, window_frame
 from whisper_scratch.cli import main as whisper_scratch
 from whisper_scratch.cli import transcribe
 from whisper_scratch.data.manifest import Utterance
+from whisper_scratch.evaluation.metrics import utterance_word_errors
 from whisper_scratch.inference.decoding import DecodingOptions, DecodingTask, decode
 from whisper_scratch.lm import tune as tuning
 from whisper_scratch.lm.arpa import ArpaError, read_arpa, write_arpa
@@ -592,3 +593,42 @@ def test_kenlm_backend_bad_input(tmp_path, capsys):
     assert transcribe.main(["--model_path", str(tmp_path / "m"), "--audio_path", str(tmp_path / "a.wav"),
                             "--lm_backend", "kenlm"]) == 2
     one_error_line(capsys.readouterr().err, "--lm_backend", "--lm LM.arpa")
+
+
+def test_lm_errors_sorts_every_edit_into_one_kind(tmp_path, capsys):
+    """bench/lm_errors.py (docs/lm.md's errors by kind): each kind on a case made for it, and the
+    edits of a report add up to its word errors as WER counts them."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    try:
+        import lm_errors
+    finally:
+        sys.path.pop(0)
+    assert lm_errors.substitution_kind("vidím", "vidim") == "diacritics"
+    assert lm_errors.substitution_kind("koníka", "koník") == "word form"
+    assert lm_errors.substitution_kind("vidíš", "vydíš") == "spelling"
+    assert lm_errors.substitution_kind("pes", "kočka") == "other"
+    assert lm_errors.substitution_kind("toho", "to") == "other"
+    assert lm_errors.word_errors("a b c", "a x c d") == [("other", "b", "x"), ("inserted", "", "d")]
+    assert lm_errors.word_errors("a b", "") == [("deleted", "a", ""), ("deleted", "b", "")]
+    utterances = [{"reference": "Vidíš toho koníka?", "hypothesis": "Vydíš to hokolika."},
+                  {"reference": "Ach jo, zase se někde potopila loď.", "hypothesis": "A zase se někde potopil loď."},
+                  {"reference": "[hluk]", "hypothesis": "ano"}]
+    report = {"utterances": utterances}
+    model = build([s.split() for s in ("vidíš toho koníka", "zase se někde")], 2)
+    analysis = lm_errors.analyse(report, "cs", model.vocabulary())
+    hypotheses = [u["hypothesis"] for u in utterances]
+    expected = utterance_word_errors([u["reference"] for u in utterances], hypotheses, "cs")
+    assert analysis["errors"] == sum(e for e, _ in expected) == sum(analysis["kinds"].values())
+    assert analysis["words"] == sum(n for _, n in expected)
+    # vidíš/vydíš is one letter of five; toho/to and ach/a are two letters of short words: other.
+    assert analysis["kinds"] == {"deleted": 1, "inserted": 1, "diacritics": 0, "word form": 1, "spelling": 1, "other": 3}
+    assert analysis["unknown_to_lm"] == 3  # ach, jo, potopila; the LM knows vidíš, toho, koníka
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps(report))
+    write_arpa(model, tmp_path / "lm.arpa")
+    assert lm_errors.main([str(path), "--language", "cs", "--lm", str(tmp_path / "lm.arpa"), "--sample", "3",
+                           "--json", str(tmp_path / "out.json")]) == 0
+    assert "| report.json | 10 | 7 |" in capsys.readouterr().out
+    assert json.loads((tmp_path / "out.json").read_text())[str(path)]["kinds"] == analysis["kinds"]
