@@ -6,8 +6,9 @@ transcripts alone, and those plus `text/wesnoth_cs.txt`. lm_alpha and lm_beta ar
   python bench/lm_czech.py --model base --out bench/results/lm_czech_base.json
   python bench/lm_czech.py --model runs/finetune_cs/best --out bench/results/lm_czech_finetuned.json
 
-Rows run in the order most worth having first (beam 5, then beam 5 with the larger LM, ...), and
-the JSON is rewritten after each, so a run that is stopped keeps what it measured.
+Rows run in the order most worth having first (beam 5, then beam 5 with the larger LM, ...); an LM
+is built and tuned just before its first row, and the JSON is rewritten after each step, so a run
+that is stopped keeps what it measured.
 """
 from __future__ import annotations
 
@@ -52,6 +53,8 @@ def main() -> None:
     p.add_argument("--betas", default=None, help="lm tune's --betas, comma-separated (default: its grid)")
     p.add_argument("--rows", default=",".join(r for r, _, _ in ROWS), help="which rows, comma-separated")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--resume", action="store_true",
+                   help="keep the rows and tuned LMs already in --out (same model and tuning settings) and run the rest")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     model = str(packaged_model("base")) if args.model == "base" else args.model
@@ -62,15 +65,26 @@ def main() -> None:
                      "tune_clips": args.tune_clips or "all", "budget": args.budget,
                      "grid": {"alphas": args.alphas or "default", "betas": args.betas or "default"}, "lms": {}, "rows": {}}
 
+    if args.resume and args.out.exists():
+        previous = json.loads(args.out.read_text())
+        settings = ("model", "tune_clips", "budget", "grid")
+        if any(previous[k] != results[k] for k in settings):
+            sys.exit(f"error: {args.out} was made with other settings "
+                     f"({', '.join(f'{k}={previous[k]}' for k in settings)}); give the same or another --out")
+        results["rows"], results["test_clips"] = previous["rows"], previous["test_clips"]
+        results["lms"] = {name: lm for name, lm in previous["lms"].items() if (args.work / lm["file"]).exists()}
+        print(f"resuming {args.out}: rows {', '.join(results['rows']) or 'none'}; tuned LMs {', '.join(results['lms']) or 'none'}")
+
     def save() -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=2))
 
-    for name, texts in LMS.items():
-        if not any(lm == name and row in wanted for row, lm, _ in ROWS):
-            continue
+    def build_and_tune(name: str) -> dict:
+        """The LM `name` built from its texts and tuned on dev, once, before its first row."""
+        if name in results["lms"]:
+            return results["lms"][name]
         arpa = args.work / f"cs_{name.replace('+', '_')}.arpa"
-        flags = [f for t in texts for f in ("--text", str(args.data / t))]
+        flags = [f for t in LMS[name] for f in ("--text", str(args.data / t))]
         code, seconds = timed(lm_command, ["build", *flags, "--language", "cs", "--order", str(args.order),
                                            "--out", str(arpa), "--no-progress"])
         assert code == 0, f"lm build {name} failed"
@@ -84,12 +98,13 @@ def main() -> None:
                 tune += [f"--{flag}", *getattr(args, flag).split(",")]
         code, tune_seconds = timed(lm_command, tune)
         assert code == 0, f"lm tune {name} failed"
-        report = json.loads(tuned.read_text())
         results["lms"][name] = {"file": arpa.name, "bytes": arpa.stat().st_size, "build_s": round(seconds, 1),
-                                "tune_s": round(tune_seconds), "tuned": report}
+                                "tune_s": round(tune_seconds), "tuned": json.loads(tuned.read_text())}
         save()
+        return results["lms"][name]
+
     for row, lm, beam in ROWS:
-        if row not in wanted:
+        if row not in wanted or row in results["rows"]:
             continue
         out = args.work / f"test_{row.replace(' ', '_').replace('+', '').replace('(', '').replace(')', '')}.json"
         argv = ["--model_path", model, "--mode", "evaluate", "--reference_file", str(args.data / "test.tsv"),
@@ -97,8 +112,9 @@ def main() -> None:
         if beam:
             argv += ["--beam_size", str(beam)]
         if lm:
-            best = results["lms"][lm]["tuned"]["best"]
-            argv += ["--lm", str(args.work / results["lms"][lm]["file"]), "--lm_alpha", str(best["lm_alpha"]),
+            built = build_and_tune(lm)
+            best = built["tuned"]["best"]
+            argv += ["--lm", str(args.work / built["file"]), "--lm_alpha", str(best["lm_alpha"]),
                      "--lm_beta", str(best["lm_beta"])]
         code, seconds = timed(transcribe.main, argv)
         assert code in (0, 1), f"evaluation {row} failed"
