@@ -27,7 +27,6 @@ import json
 import os
 import random
 import sys
-import unicodedata
 from collections import Counter
 from pathlib import Path
 
@@ -36,32 +35,21 @@ import jiwer
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from whisper_scratch.evaluation.normalizers import get_normalizer  # noqa: E402
+from whisper_scratch.evaluation.metrics import scored_pairs  # noqa: E402
+from whisper_scratch.evaluation.normalizers import remove_symbols_and_diacritics  # noqa: E402
 from whisper_scratch.lm.arpa import read_arpa  # noqa: E402
 
 KINDS = ("deleted", "inserted", "diacritics", "word form", "spelling", "other")
 
 
-def strip_accents(word: str) -> str:
-    return "".join(c for c in unicodedata.normalize("NFD", word) if unicodedata.category(c) != "Mn")
-
-
-def edit_distance(a: str, b: str) -> int:
-    row = list(range(len(b) + 1))
-    for i, x in enumerate(a, 1):
-        previous, row[0] = row[0], i
-        for j, y in enumerate(b, 1):
-            previous, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, previous + (x != y))
-    return row[-1]
-
-
 def substitution_kind(reference: str, hypothesis: str) -> str:
-    if strip_accents(reference) == strip_accents(hypothesis):
+    if remove_symbols_and_diacritics(reference) == remove_symbols_and_diacritics(hypothesis):
         return "diacritics"
     shared = len(os.path.commonprefix([reference, hypothesis]))
     if shared >= 4 and shared >= min(len(reference), len(hypothesis)) / 2:
         return "word form"
-    distance = edit_distance(reference, hypothesis)
+    letters = jiwer.process_characters(reference, hypothesis)
+    distance = letters.substitutions + letters.deletions + letters.insertions
     if distance <= 2 and 3 * distance <= max(len(reference), len(hypothesis)):
         return "spelling"
     return "other"
@@ -89,11 +77,11 @@ def word_errors(reference: str, hypothesis: str) -> list[tuple[str, str, str]]:
 def analyse(report: dict, language: str, vocabulary: set[str] | None) -> dict:
     """Counts by kind, reference words, unknown-to-the-LM reference words among the edits, and
     every edit with its utterance."""
-    normalize = get_normalizer(language)
+    utterances = report["utterances"]
+    pairs = scored_pairs([u["reference"] for u in utterances], [u["hypothesis"] for u in utterances], language)
     counts: Counter = Counter()
     words, unknown, edits = 0, 0, []
-    for u in report["utterances"]:
-        reference, hypothesis = " ".join(normalize(u["reference"]).split()), " ".join(normalize(u["hypothesis"]).split())
+    for u, (reference, hypothesis) in zip(utterances, pairs):
         words += len(reference.split())
         for kind, r, h in word_errors(reference, hypothesis):
             counts[kind] += 1

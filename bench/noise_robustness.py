@@ -9,8 +9,9 @@ the same size (whisper_scratch/experiments/noise_study.py; the method and the re
                                               # split (3 rates per arm), the fair control
 
 Any preset value can be overridden (--model, --steps, ...); --manifest, --train-noise and
---test-noise point it at your own data. Prints markdown tables (per arm; the paired comparisons; the search's trials); writes the numbers as JSON
-(--results) and the pictures (WER against SNR, gates against SNR, attention maps) into --out-dir.
+--test-noise point it at your own data. Prints markdown tables (per arm; the paired comparisons;
+the search's trials); writes the numbers as JSON (--results) and the pictures (WER against SNR,
+gates against SNR, attention maps) into --out-dir.
 `--rescore` scores a finished run's stored transcripts again (--scoring), without a model.
 """
 from __future__ import annotations

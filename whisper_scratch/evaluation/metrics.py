@@ -73,8 +73,10 @@ def cer(references: list[str], hypotheses: list[str], normalizer: Callable[[str]
     return _error_rate(_normalized_pairs(references, hypotheses, normalizer), characters=True)
 
 
-def _scored_pairs(references: list[str], hypotheses: list[str], language: str | None,
-                  scoring: str) -> list[tuple[str, str]]:
+def scored_pairs(references: list[str], hypotheses: list[str], language: str | None,
+                 scoring: str = "standard") -> list[tuple[str, str]]:
+    """Each (reference, hypothesis) as WER/CER `scoring` compares them: normalised for `language`,
+    whitespace collapsed (lenient scoring also joins compounds)."""
     if scoring == "standard":
         return _normalized_pairs(references, hypotheses, get_normalizer(language))
     if scoring == "lenient":
@@ -87,7 +89,7 @@ def error_rates(references: list[str], hypotheses: list[str], language: str | No
                 scoring: str = "standard") -> dict[str, float]:
     """{"wer": ..., "cer": ...} scored for `language` ("en": English rules; None or any other code:
     the basic ones); `scoring` is "standard" (openai-whisper's rules, plain jiwer) or "lenient"."""
-    pairs = _scored_pairs(references, hypotheses, language, scoring)
+    pairs = scored_pairs(references, hypotheses, language, scoring)
     return {"wer": _error_rate(pairs, characters=False), "cer": _error_rate(pairs, characters=True)}
 
 
@@ -95,7 +97,7 @@ def utterance_word_errors(references: list[str], hypotheses: list[str], language
                           scoring: str = "standard") -> list[tuple[int, int]]:
     """(word edits, reference words) per utterance, scored as error_rates scores: their sums
     give its WER."""
-    return _edit_counts(_scored_pairs(references, hypotheses, language, scoring), characters=False)
+    return _edit_counts(scored_pairs(references, hypotheses, language, scoring), characters=False)
 
 
 def error_reduction_interval(errors_a: list[int], errors_b: list[int], resamples: int = 2000, seed: int = 0,

@@ -416,32 +416,30 @@ def search_learning_rates(cfg: ExperimentConfig, stock: Whisper, data: TrainingS
     finetune_rate = cfg.learning_rate
     for name in (a for a in ARMS if a in cfg.arms and a != "stock"):
         grid = cfg.learning_rates if name == "finetune" else cfg.new_learning_rates
-        trained = {}
+        trained = {}  # rate -> (model, record)
         for rate in grid:
             arm_cfg = (replace(cfg, learning_rate=rate) if name == "finetune"
                        else replace(cfg, learning_rate=finetune_rate, new_learning_rate=rate))
-            trained[f"{rate:g}"] = make_arm(name, arm_cfg, stock, data, schedule)
-            progress(f"{name} at {rate:g}: {cfg.steps} steps in {trained[f'{rate:g}'][1]['train_seconds']:.0f} s")
-        evaluation = evaluate_arms({key: model for key, (model, _) in trained.items()}, dev_clips, dev, cfg, tokenizer,
-                                   progress=lambda _: None)
-        criterion = {}
-        for key, (_, record) in trained.items():
-            hypotheses = evaluation[key].hypotheses
-            rates = {c: error_rates(search["references"], h, cfg.language, cfg.scoring) for c, h in hypotheses.items()}
-            criterion[key] = mean_wer(rates)
-            search["trials"].append({"arm": name, "rate": float(key), "learning_rate": record["learning_rate"],
-                                     "new_learning_rate": record["new_learning_rate"], "dev_rates": rates,
-                                     "dev_mean_wer": criterion[key], "final_loss": record["losses"][-1:],
-                                     "train_seconds": record["train_seconds"], "hypotheses": hypotheses})
-        best = min(criterion, key=lambda k: (criterion[k], float(k)))
-        for trial in search["trials"]:
-            if trial["arm"] == name:
-                trial["chosen"] = f"{trial['rate']:g}" == best
+            trained[rate] = make_arm(name, arm_cfg, stock, data, schedule)
+            progress(f"{name} at {rate:g}: {cfg.steps} steps in {trained[rate][1]['train_seconds']:.0f} s")
+        evaluation = evaluate_arms({f"{rate:g}": model for rate, (model, _) in trained.items()}, dev_clips, dev, cfg,
+                                   tokenizer, progress=lambda _: None)
+        hypotheses = {rate: evaluation[f"{rate:g}"].hypotheses for rate in trained}
+        dev_rates = {rate: {c: error_rates(search["references"], h, cfg.language, cfg.scoring) for c, h in hyps.items()}
+                     for rate, hyps in hypotheses.items()}
+        criterion = {rate: mean_wer(r) for rate, r in dev_rates.items()}
+        best = min(trained, key=lambda rate: (criterion[rate], rate))
+        for rate, (_, record) in trained.items():
+            search["trials"].append({"arm": name, "rate": rate, "learning_rate": record["learning_rate"],
+                                     "new_learning_rate": record["new_learning_rate"], "dev_rates": dev_rates[rate],
+                                     "dev_mean_wer": criterion[rate], "final_loss": record["losses"][-1:],
+                                     "train_seconds": record["train_seconds"], "hypotheses": hypotheses[rate],
+                                     "chosen": rate == best})
         models[name], arms[name] = trained[best][0], {**trained[best][1], "dev_mean_wer": criterion[best]}
         if name == "finetune":
-            finetune_rate = float(best)
-        progress(f"{name}: dev mean WER " + ", ".join(f"{k} {100 * v:.1f} %" for k, v in criterion.items())
-                 + f"; chose {best}")
+            finetune_rate = best
+        progress(f"{name}: dev mean WER " + ", ".join(f"{rate:g} {100 * v:.1f} %" for rate, v in criterion.items())
+                 + f"; chose {best:g}")
     return models, arms, search
 
 
