@@ -3,6 +3,7 @@ what each arm trains, the matched LoRA size, the split by prompt, the whole pipe
 random model, the learning-rate search on a dev split, and (shared) that its evaluation of the
 stock model is transcribe.py's."""
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -187,6 +188,46 @@ def test_the_search_chooses_each_arms_rate_on_dev_and_tests_only_the_chosen(smal
         config(small, learning_rates=(1e-5,), new_learning_rates=(1e-3,))
     with pytest.raises(ValueError, match="all three or none"):
         config(small, dev_fraction=0.2, learning_rates=(1e-5,))
+
+
+def test_a_stopped_search_goes_on_from_its_last_finished_arm(small, tmp_path, monkeypatch):
+    import whisper_scratch.experiments.noise_study as study
+    cfg = config(small, dev_fraction=0.3, learning_rates=(1e-5, 1e-3), new_learning_rates=(1e-4, 1e-2), eval_snrs=(0.0,))
+    first = run_experiment(cfg, tmp_path / "out", "first", progress=lambda _: None, work_dir=tmp_path / "work")
+    kept = tmp_path / "work/arms"
+    assert sorted(p.name for p in kept.iterdir()) == sorted(
+        ["config.json"] + [f"{n}.{ext}" for n in ARMS[1:] for ext in ("pt", "json")])
+    for name in ("flamingo", "lora"):  # stopped while training flamingo
+        (kept / f"{name}.pt").unlink()
+        (kept / f"{name}.json").unlink()
+    trained = []
+    make_arm = study.make_arm
+    monkeypatch.setattr(study, "make_arm", lambda name, *a: trained.append(name) or make_arm(name, *a))
+    again = run_experiment(cfg, tmp_path / "out2", "again", progress=lambda _: None, work_dir=tmp_path / "work")
+    assert trained == ["flamingo"] * 2 + ["lora"] * 2  # finetune and dual restored, not trained again
+    untimed = [[{k: v for k, v in t.items() if k != "train_seconds"} for t in r["search"]["trials"]]
+               for r in (first, again)]
+    assert untimed[0] == untimed[1]
+    for name in ARMS:
+        assert again["arms"][name]["hypotheses"] == first["arms"][name]["hypotheses"]
+        assert again["arms"][name]["losses"] == first["arms"][name]["losses"]
+    with pytest.raises(ValueError, match="another configuration"):
+        run_experiment(replace(cfg, steps=4), tmp_path / "out3", "other", progress=lambda _: None,
+                       work_dir=tmp_path / "work")
+
+
+def test_bf16_autocasts_the_forward_passes_and_keeps_fp32_weights(small, tmp_path):
+    cfg = config(small, precision="bf16", arms=("stock", "finetune", "dual"))
+    model, groups = build_arm("dual", cfg, load_model(small["model"]))
+    assert all(p.dtype == torch.float32 for g in groups for p in g["params"])
+    results = run_experiment(cfg, tmp_path, "bf16", progress=lambda _: None)
+    assert all(np.isfinite(results["arms"][n]["losses"]).all() and len(results["arms"][n]["losses"]) == 3
+               for n in ("finetune", "dual"))
+    fp32 = run_experiment(replace(cfg, precision="fp32"), tmp_path / "fp32", "fp32", progress=lambda _: None)
+    assert results["arms"]["finetune"]["losses"] != fp32["arms"]["finetune"]["losses"]  # it did compute in bf16
+    assert results["arms"]["finetune"]["losses"] == pytest.approx(fp32["arms"]["finetune"]["losses"], rel=0.05)
+    with pytest.raises(ValueError, match="precision must be fp32 or bf16"):
+        config(small, precision="fp16")
 
 
 @pytest.mark.shared
