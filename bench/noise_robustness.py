@@ -163,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     results["model_name"] = model_name
     results["machine"] = {"cpu": cpu_name(), "threads": args.threads, "device": cfg.device,
                           "gpu": torch.cuda.get_device_name() if cfg.device.startswith("cuda") else None,
-                          "precision": cfg.precision, "torch": torch.__version__, "load_before": load_before, "load_after": os.getloadavg()[0],
+                          "precision": cfg.precision, "torch": torch.__version__, "load_before": load_before,
+                          "load_after": os.getloadavg()[0],
                           "wall_seconds": time.time() - started, "cpu_seconds": time.process_time()}
     path = args.results or results_path
     path.parent.mkdir(parents=True, exist_ok=True)

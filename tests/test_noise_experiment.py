@@ -192,7 +192,8 @@ def test_the_search_chooses_each_arms_rate_on_dev_and_tests_only_the_chosen(smal
 
 def test_a_stopped_search_goes_on_from_its_last_finished_arm(small, tmp_path, monkeypatch):
     import whisper_scratch.experiments.noise_study as study
-    cfg = config(small, dev_fraction=0.3, learning_rates=(1e-5, 1e-3), new_learning_rates=(1e-4, 1e-2), eval_snrs=(0.0,))
+    cfg = config(small, dev_fraction=0.3, learning_rates=(1e-5, 1e-3), new_learning_rates=(1e-4, 1e-2),
+                 eval_snrs=(0.0,))
     first = run_experiment(cfg, tmp_path / "out", "first", progress=lambda _: None, work_dir=tmp_path / "work")
     kept = tmp_path / "work/arms"
     assert sorted(p.name for p in kept.iterdir()) == sorted(

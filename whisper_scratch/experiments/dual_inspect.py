@@ -45,7 +45,8 @@ def read_cross_attention(model: Whisper, weights: bool = False) -> Iterator[list
         def hook(module: MultiHeadAttention, args: tuple, output: Tensor) -> None:
             setattr(readings[layer], branch, output.detach().float())
             if weights:
-                setattr(readings[layer], f"{branch}_weights", _attention_weights(module, args[0], args[1]).detach().float())
+                attention = _attention_weights(module, args[0], args[1]).detach().float()
+                setattr(readings[layer], f"{branch}_weights", attention)
         return hook
 
     def on_gate(layer: int):

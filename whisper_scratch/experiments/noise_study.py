@@ -24,9 +24,9 @@ out, each arm trains once per rate of its grid, and the rate with the lowest mea
 test conditions is the arm's; only the chosen models see the test clips.
 
 `precision` bf16 runs every forward pass (encoding, training, decoding) under bf16 autocast, with
-fp32 weights and optimiser state: every arm alike, about twice as fast on a CPU with bf16
-instructions. A run given a `keep` folder saves each searched arm's chosen model and trials
-there as it finishes it; run again with the same configuration, it restores them and goes on.
+fp32 weights and optimiser state, every arm alike: for CPUs with bf16 instructions. The search
+keeps each arm's chosen model and trials in run_experiment's `work_dir` as it finishes the arm
+(`KeptArms`); run again with the same configuration and folder, it restores them and goes on.
 """
 from __future__ import annotations
 
