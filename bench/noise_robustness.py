@@ -109,8 +109,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--scoring", choices=SCORINGS, help="WER/CER scoring (default standard)")
     p.add_argument("--device")
     p.add_argument("--precision", choices=("fp32", "bf16"),
-                   help="fp32 (preset), or bf16 autocast over every forward pass: about twice as fast on a CPU with "
-                        "bf16 instructions (AMX, AVX-512 BF16), emulated and slow on one without")
+                   help="fp32 (preset), or bf16 autocast over every forward pass: faster on a CPU with bf16 "
+                        "instructions (AMX, AVX-512 BF16), emulated and slow on one without")
     p.add_argument("--arms", type=lambda s: tuple(s.split(",")), help=f"comma-separated, from {','.join(ARMS)}")
     p.add_argument("--out-dir", type=Path, help="pictures (preset: docs/noise[/quick|/gpu])")
     p.add_argument("--results", type=Path, help="JSON (preset: bench/results/noise_robustness[_quick|_gpu].json)")

@@ -219,7 +219,7 @@ def test_a_stopped_search_goes_on_from_its_last_finished_arm(small, tmp_path, mo
 
 def test_bf16_autocasts_the_forward_passes_and_keeps_fp32_weights(small, tmp_path):
     cfg = config(small, precision="bf16", arms=("stock", "finetune", "dual"))
-    model, groups = build_arm("dual", cfg, load_model(small["model"]))
+    _, groups = build_arm("dual", cfg, load_model(small["model"]))
     assert all(p.dtype == torch.float32 for g in groups for p in g["params"])
     results = run_experiment(cfg, tmp_path, "bf16", progress=lambda _: None)
     assert all(np.isfinite(results["arms"][n]["losses"]).all() and len(results["arms"][n]["losses"]) == 3

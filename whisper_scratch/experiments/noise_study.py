@@ -129,6 +129,10 @@ class ExperimentConfig:
         """The forward passes' precision (nothing to do in fp32)."""
         return autocast(torch.device(self.device), DTYPES[self.precision])
 
+    def record(self) -> dict:
+        """The configuration as JSON values (paths as text, tuples as lists)."""
+        return json.loads(json.dumps(asdict(self), default=str))
+
 
 @dataclass
 class Clip:
@@ -428,7 +432,7 @@ class KeptArms:
 
     def __init__(self, folder: Path, cfg: ExperimentConfig):
         self.folder = folder
-        config = json.loads(json.dumps(asdict(cfg), default=str))
+        config = cfg.record()
         saved = folder / "config.json"
         if saved.exists() and json.loads(saved.read_text()) != config:
             raise ValueError(f"{folder} holds arms of another configuration ({saved}): give another folder or "
@@ -558,7 +562,7 @@ def run_experiment(cfg: ExperimentConfig, out_dir: Path, label: str,
         arms[name]["decode_seconds"] = e.decode_seconds
         arms[name]["gate"], arms[name]["noise_share"] = e.gate, e.noise_share
         arms[name]["hypotheses"] = e.hypotheses
-    results = {"label": label, "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
+    results = {"label": label, "config": cfg.record(),
                "train_clips": len(train_clips), "dev_clips": len(dev_clips), "test_clips": len(test_clips),
                "train_encode_seconds": data.seconds, "eval_encode_seconds": encoded.seconds,
                "conditions": conditions, "references": [c.utterance.text for c in test_clips],
