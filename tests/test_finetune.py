@@ -168,7 +168,7 @@ def test_training_on_the_cache_equals_live_training(tmp_path):
 
 @pytest.mark.shared
 def test_embedded_demo_lowers_held_out_wer(tmp_path):
-    """run.sh's default, shortened (6 steps of 8, the first 12 held-out lines): multilingual base
+    """run.sh's default, shortened (12 steps of 8, the first 12 held-out lines): multilingual base
     fine-tuned on the shipped Czech lines scores a lower WER on lines of other game levels than
     stock base, and still writes segments with timestamps."""
     import json
@@ -177,7 +177,7 @@ def test_embedded_demo_lowers_held_out_wer(tmp_path):
 
     repo = Path(__file__).resolve().parents[1]
     run = subprocess.run([sys.executable, str(repo / "scripts/demo.py"), "--out", str(tmp_path / "demo"),
-                          "--held-out-clips", "12", "--max-steps", "6", "--train-batch-size", "8"],
+                          "--held-out-clips", "12", "--max-steps", "12", "--train-batch-size", "8"],
                          capture_output=True, text=True, timeout=1800)
     assert run.returncode == 0, run.stderr[-2000:]
     before = json.loads((tmp_path / "demo/eval_before.json").read_text())
