@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.transcribe_cpu import cpu_name  # noqa: E402
 from whisper_scratch.cli import transcribe  # noqa: E402
 from whisper_scratch.lm.command import main as lm_command  # noqa: E402
 from whisper_scratch.model.packaged import packaged_model  # noqa: E402
@@ -60,8 +60,8 @@ def main() -> None:
     model = str(packaged_model("base")) if args.model == "base" else args.model
     args.work.mkdir(parents=True, exist_ok=True)
     wanted = args.rows.split(",")
-    results: dict = {"model": args.model, "machine": f"{platform.processor() or platform.machine()}, "
-                     f"{args.threads} threads, torch {torch.__version__}", "test_clips": None,
+    results: dict = {"model": args.model, "machine": f"{cpu_name()}, {args.threads} threads, torch {torch.__version__}",
+                     "test_clips": None,
                      "tune_clips": args.tune_clips or "all", "budget": args.budget,
                      "grid": {"alphas": args.alphas or "default", "betas": args.betas or "default"}, "lms": {}, "rows": {}}
 
@@ -121,6 +121,7 @@ def main() -> None:
         report = json.loads(out.read_text())
         results["test_clips"] = len(report["utterances"])
         results["rows"][row] = {"wer": report["wer"], "cer": report["cer"], "wall_s": round(seconds),
+                                "machine": results["machine"],  # a resumed run may be on another machine
                                 **({"lm_alpha": best["lm_alpha"], "lm_beta": best["lm_beta"]} if lm else {})}
         save()
     print(f"\n{args.model} on {results['test_clips']} test clips ({results['machine']}):\n")

@@ -206,6 +206,7 @@ class Trainer:
             summary["peak_gpu_memory_gib"] = torch.cuda.max_memory_allocated(self.device) / 2**30
         self._say(f"stopped at step {state.step}; continue with --resume" if stopped
                   else f"done: {json.dumps(summary)}")
+        self.dist.close()
         return summary
 
     def _step_groups(self) -> Iterator[list[Batch]]:

@@ -43,7 +43,8 @@ class Distributed:
         self.enabled = self.world > 1
         if self.enabled and device.type == "cuda":
             torch.cuda.set_device(device)  # NCCL's collectives and barriers use the current device
-        if self.enabled and not dist.is_initialized():
+        self.owns_group = self.enabled and not dist.is_initialized()
+        if self.owns_group:
             # A collective that waits longer than this fails the run. The long waits (evaluation,
             # the encoder cache) do not sit in collectives; what is left is saving a checkpoint.
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
@@ -76,6 +77,13 @@ class Distributed:
     def barrier(self) -> None:
         if self.enabled:
             dist.barrier()
+
+    def close(self) -> None:
+        """Leave the process group once every rank is done: a rank that exits with gloo's threads
+        still alive can abort ("terminate called without an active exception")."""
+        if self.owns_group and dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
 
 
 def autocast(device: torch.device, dtype: torch.dtype) -> AbstractContextManager:
