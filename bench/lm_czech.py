@@ -72,7 +72,7 @@ def main() -> None:
             sys.exit(f"error: {args.out} was made with other settings "
                      f"({', '.join(f'{k}={previous[k]}' for k in settings)}); give the same or another --out")
         results["rows"], results["test_clips"] = previous["rows"], previous["test_clips"]
-        results["lms"] = {name: lm for name, lm in previous["lms"].items() if (args.work / lm["file"]).exists()}
+        results["lms"] = previous["lms"]  # kept for the record; one whose file is gone is built again if a row needs it
         print(f"resuming {args.out}: rows {', '.join(results['rows']) or 'none'}; tuned LMs {', '.join(results['lms']) or 'none'}")
 
     def save() -> None:
@@ -81,7 +81,7 @@ def main() -> None:
 
     def build_and_tune(name: str) -> dict:
         """The LM `name` built from its texts and tuned on dev, once, before its first row."""
-        if name in results["lms"]:
+        if name in results["lms"] and (args.work / results["lms"][name]["file"]).exists():
             return results["lms"][name]
         arpa = args.work / f"cs_{name.replace('+', '_')}.arpa"
         flags = [f for t in LMS[name] for f in ("--text", str(args.data / t))]
