@@ -130,7 +130,7 @@ def test_fp16_weights_keep_tiny_en_transcripts_and_int8_stays_close(tiny_en_dir)
     assert texts["fp16"] == texts[None]
     fp32, int8 = (error_rates(references, texts[k], "en")["wer"] for k in (None, "int8"))
     print(f"tiny.en asterisk16 WER: fp32 {fp32:.4f} int8 {int8:.4f}")
-    # Whether int8 changes a word here depends on the CPU's int8 kernels (an AVX2 EPYC: one word;
+    # Whether int8 changes a word here depends on the CPU's int8 kernels (an earlier CPU: one word;
     # an AMX Xeon: none), so only its bound is asserted; test_quantized_logits_follow_fp32 shows it is
     # no no-op.
     assert int8 <= fp32 + 0.03, (fp32, int8)
