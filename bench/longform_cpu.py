@@ -59,7 +59,7 @@ from whisper_scratch.inference.longform import transcribe_long  # noqa: E402
 from whisper_scratch.inference.options import TranscribeOptions  # noqa: E402
 from whisper_scratch.inference.vad import VadUnavailable, load_silero_vad  # noqa: E402
 from whisper_scratch.model.checkpoint import export_openai, load_model  # noqa: E402
-from whisper_scratch.model.quantize import quantize_linear  # noqa: E402
+from whisper_scratch.model.loaded import LoadedModel  # noqa: E402
 
 SYSTEMS = ("ours-sequential", "ours-batched", "faster-whisper", "faster-whisper-batched", "openai-whisper")
 OPTIONS = {"ours": ("bf16", "fp16w", "int8", "nofallback", "compile"), "faster": ("int8",), "openai": ()}
@@ -91,10 +91,8 @@ def build_recording(manifest: Path, minutes: float) -> tuple[np.ndarray, str]:
 def ours(model_dir: Path, batched: bool, options: list[str]) -> Transcribe | str:
     """Our sequential or `--batched` path with `options` (see the docstring). Returns a reason
     (str) when it cannot run here."""
-    model = load_model(model_dir).eval().to(torch.bfloat16 if "bf16" in options else torch.float32)
-    for option, kind in QUANTIZE.items():
-        if option in options:
-            quantize_linear(model, kind)
+    quantize = next((kind for option, kind in QUANTIZE.items() if option in options), None)
+    model = LoadedModel.load(model_dir, dtype="bf16" if "bf16" in options else "fp32", quantize=quantize).model.eval()
     opts = TranscribeOptions(decoding=DecodingOptions(language="en", best_of=BEST_OF, compile="compile" in options),
                              fallback=FallbackOptions((0.0,)) if "nofallback" in options else FallbackOptions(),
                              batch_size=8, progress=False)

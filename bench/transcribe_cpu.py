@@ -46,8 +46,7 @@ from whisper_scratch.inference.options import TranscribeOptions, fast_dtype  # n
 from whisper_scratch.inference.transcriber import transcribe_files  # noqa: E402
 from whisper_scratch.model.checkpoint import export_openai, load_model  # noqa: E402
 from whisper_scratch.model.formats.huggingface import save_huggingface  # noqa: E402
-from whisper_scratch.model.loaded import whisper_vocabulary  # noqa: E402
-from whisper_scratch.model.quantize import quantize_linear  # noqa: E402
+from whisper_scratch.model.loaded import LoadedModel, whisper_vocabulary  # noqa: E402
 from whisper_scratch.model.whisper import Whisper  # noqa: E402
 from whisper_scratch.tokenizer.suppression import blank_tokens, suppressed_tokens  # noqa: E402
 
@@ -81,9 +80,7 @@ def ours(model_dir: Path, threads: int, batch_size: int, fast: bool, device: tor
     `--fast --quantize` (fp32 activations, fp16 or int8 weights in the linear layers)."""
     dtype = inference_dtype(fast_dtype(None, device.type, quantize) if fast else "fp32", device)
     precision = next(name for name, d in DTYPES.items() if d == dtype)
-    model = load_model(model_dir, device=device, dtype=dtype).eval()
-    if quantize:
-        quantize_linear(model, quantize)
+    model = LoadedModel.load(model_dir, device=device, dtype=dtype, quantize=quantize).model.eval()
     opts = TranscribeOptions(decoding=DecodingOptions(language="en", without_timestamps=True),
                              batch_size=batch_size, fallback=FallbackOptions((0.0,)), progress=False, trim_padding=fast,
                              silence_padding=fast)

@@ -1,4 +1,5 @@
-"""`--quantize int8|fp16`: torch's quantized linear layers on the CPU (model/quantize.py).
+"""`--quantize int8|fp16`: torch's quantized linear layers on the CPU (model/quantize.py), and the
+float32 logits of a bf16 model (`fp32_logits`).
 
 What must hold: the quantized model's logits stay near fp32's (fp16 weights: within rounding;
 int8: close enough to keep the top token mostly), nothing quantized is ever saved or exported,
@@ -15,6 +16,8 @@ import pytest
 import torch
 
 from whisper_scratch.cli import export as export_cli
+from whisper_scratch.audio.features import log_mel_window
+from whisper_scratch.audio.io import load_audio
 from whisper_scratch.cli import transcribe
 from whisper_scratch.evaluation.metrics import error_rates
 from whisper_scratch.inference.decoding import DecodingOptions
@@ -23,7 +26,8 @@ from whisper_scratch.inference.transcriber import transcribe_files
 from whisper_scratch.model.checkpoint import save_model
 from whisper_scratch.model.export import ExportError, export_model
 from whisper_scratch.model.loaded import LoadedModel
-from whisper_scratch.model.quantize import QUANTIZATIONS, is_quantized, quantize_linear
+from whisper_scratch.model import quantize
+from whisper_scratch.model.quantize import QUANTIZATIONS, fp32_logits, is_quantized, quantize_linear
 from whisper_scratch.model.whisper import ModelDimensions, Whisper
 
 REPO = Path(__file__).resolve().parents[1]
@@ -110,6 +114,74 @@ def test_fast_takes_bf16_only_where_the_cpu_computes_it_and_never_with_quantize(
     assert fast_dtype(None, "cpu", "int8") == "fp32"
     assert fast_dtype("fp32", "cpu") == "fp32" and fast_dtype("bf16", "cpu") == "bf16"
     assert fast_dtype(None, "cuda") is None
+
+
+def _on_bf16_grid(logits: torch.Tensor) -> bool:
+    return bool((logits.bfloat16().float() == logits).all())
+
+
+@pytest.mark.parametrize("fp16_kernel", [True, False])  # x86's fp16 linear; a float32 copy elsewhere (as on a GPU)
+def test_bf16_model_computes_float32_logits(monkeypatch, fp16_kernel, tmp_path):
+    """A bf16 model's logits are rounded to bf16's 8-bit mantissa (steps of 0.125 at 20); with
+    fp32_logits they are the float32 product of the same bf16 activations and weights."""
+    monkeypatch.setattr(quantize, "has_fp16_linear", lambda device: fp16_kernel)
+    model = _small().to(torch.bfloat16)
+    mel = torch.randn(2, 80, 64, dtype=torch.bfloat16)
+    tokens = torch.randint(0, 50000, (2, 6))
+    with torch.no_grad():
+        features = model.embed_audio(mel)
+        plain = model.logits(tokens, features)
+        hidden = []
+        hook = model.decoder.ln.register_forward_hook(lambda _m, _i, out: hidden.append(out))
+        fp32_logits(model)
+        got = model.logits(tokens, features)
+        hook.remove()
+    expected = hidden[0].float() @ model.decoder.token_embedding.weight.float().T
+    assert got.dtype == torch.float32 and got.shape == plain.shape
+    assert _on_bf16_grid(plain) and not _on_bf16_grid(got)
+    tolerance = 1e-3 if fp16_kernel else 1e-5  # fp16 weights: the bf16 values' last bits and fp16's rounding
+    assert torch.allclose(got, expected, rtol=tolerance, atol=tolerance), (got - expected).abs().max()
+    assert torch.allclose(got, plain, rtol=1e-2, atol=1e-2)  # the same logits, finer
+    assert is_quantized(model) and model.dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="save the float model"):
+        save_model(model, tmp_path / "model.pt")
+    with pytest.raises(ValueError, match="not float32"):
+        fp32_logits(_small())
+    with pytest.raises(ValueError, match=r"model\.eval\(\)"):
+        fp32_logits(_small().to(torch.bfloat16).train())
+
+
+@pytest.mark.shared
+def test_bf16_logits_have_no_ties_on_real_speech(tiny_en_dir):
+    """tiny.en in bf16 on the 16 asterisk clips, fed fp32's greedy tokens: bf16-rounded logits tie
+    for the top (greedy then takes the lower token id, as digits and punctuation are: the loops of
+    "9. 9. 9." on the 30-minute recording, docs/benchmarks.md); LoadedModel's bf16 model does not,
+    and takes fp32's greedy token at least as often."""
+    paths, _ = _asterisk16()
+    fp32 = LoadedModel.load(tiny_en_dir, dtype="fp32").model.eval()
+    fixed = LoadedModel.load(tiny_en_dir, dtype="bf16").model
+    plain = LoadedModel.load(tiny_en_dir, dtype="fp32").model.eval().to(torch.bfloat16)
+    assert fixed.decoder.output_projection is not None and plain.decoder.output_projection is None
+    ties, agree = {"plain": 0, "fixed": 0}, {"plain": 0, "fixed": 0}
+    with torch.no_grad():
+        for path in paths:
+            mel = log_mel_window(load_audio(path), fp32.dims.n_mels)[None]
+            tokens = torch.tensor([[50257, 50362]])  # <|startoftranscript|><|notimestamps|> of tiny.en
+            features = fp32.embed_audio(mel)
+            while tokens.shape[1] < 24:
+                greedy = fp32.logits(tokens, features)[0, -1].argmax()
+                if greedy == 50256:  # <|endoftext|>
+                    break
+                tokens = torch.cat([tokens, greedy.view(1, 1)], dim=1)
+            reference = fp32.logits(tokens, features)[0].argmax(-1)
+            for name, model in (("plain", plain), ("fixed", fixed)):
+                logits = model.logits(tokens, model.embed_audio(mel.bfloat16()))[0]
+                top = logits.topk(2, dim=-1).values
+                ties[name] += int((top[:, 0] == top[:, 1]).sum())
+                agree[name] += int((logits.argmax(-1) == reference).sum())
+    print(f"top-2 ties {ties}, fp32's greedy token {agree}")
+    assert ties["plain"] > 0 and ties["fixed"] == 0, ties
+    assert agree["fixed"] >= agree["plain"], agree
 
 
 def _asterisk16() -> tuple[list[Path], list[str]]:

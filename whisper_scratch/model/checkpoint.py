@@ -124,7 +124,8 @@ def save_model(model: Whisper, path: str | Path, extra: dict[str, Any] | None = 
     `state_dict` replaces the model's own (merged adapters, weights gathered from shards).
     Returns the file written."""
     if is_quantized(model) and state_dict is None:
-        raise ValueError("the model has quantized weights (--quantize), which are for running only: save the float model")
+        raise ValueError("the model has weights for running only (--quantize, or a bf16 model's float32 logits): "
+                         "save the float model")
     path = Path(path)
     if path.is_dir():
         path = path / NATIVE_MODEL_FILE

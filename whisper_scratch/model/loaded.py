@@ -19,7 +19,7 @@ from ..common.precision import inference_dtype
 from ..tokenizer import LANGUAGES, TO_LANGUAGE_CODE, TokenizerBase, WhisperTokenizer, get_tokenizer, tokenizer_beside
 from ..tokenizer.base import CONFIG_FILE, normalize_language
 from .checkpoint import load_checkpoint, model_from_checkpoint
-from .quantize import quantize_linear
+from .quantize import fp32_logits, quantize_linear
 from .whisper import Whisper
 
 ENGLISH = ("en", "english")
@@ -79,7 +79,7 @@ class LoadedModel:
         """Read any supported checkpoint (see `model.checkpoint`) with the vocabulary beside it.
         `dtype` is a torch dtype or a name (fp32, fp16, bf16); None: fp16 on a GPU, fp32 on a CPU.
         `quantize` "int8" or "fp16": the model in eval mode with such linear layers (`model.quantize`,
-        CPU only).
+        CPU only). A bf16 model comes in eval mode with float32 logits (`model.quantize.fp32_logits`).
         Raises FileNotFoundError for a path that is nothing, ModelError for anything else."""
         source = str(path_or_name)
         if not isinstance(dtype, torch.dtype):
@@ -101,6 +101,8 @@ class LoadedModel:
                 quantize_linear(model.eval(), quantize)
             except ValueError as e:
                 raise ModelError(f"cannot quantize {source}: {e}") from None
+        elif dtype == torch.bfloat16:
+            fp32_logits(model.eval())
         return cls(model, tokenizer or whisper_vocabulary(model), source, dict(ckpt.extra))
 
     @property

@@ -15,6 +15,12 @@ docs/benchmarks.md) torchao's int8 configurations run eagerly at a fraction of f
 
 A quantized model only runs: saving and export refuse it (`is_quantized`), since its
 weights are no longer the checkpoint's.
+
+`fp32_logits` gives a bf16 model the same kind of output projection, for precision rather than
+size: bf16 keeps 8 bits of mantissa, so logits of 20 to 30 come out in steps of 0.125 to 0.25,
+coarse enough to flip greedy choices and the timestamp rule. Window by window on the 30-minute
+recording of docs/benchmarks.md that fell into repetition loops which the previous-text prompt
+carried on (18.6 % and 41.6 % WER on two CPUs, against fp32's 8.8 %).
 """
 from __future__ import annotations
 
@@ -29,8 +35,10 @@ QUANTIZATIONS: dict[str, torch.dtype] = {"int8": torch.qint8, "fp16": torch.floa
 
 
 def is_quantized(model: nn.Module) -> bool:
-    """Whether any layer of `model` was quantized (`quantize_linear`)."""
-    return any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in model.modules())
+    """Whether any layer of `model` was quantized (`quantize_linear`) or its output projection made
+    apart from the embedding (`fp32_logits`): weights for running only, never saved."""
+    projection = getattr(getattr(model, "decoder", None), "output_projection", None)
+    return projection is not None or any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in model.modules())
 
 
 def quantize_linear(model: Whisper, kind: str = "int8") -> Whisper:
@@ -49,18 +57,54 @@ def quantize_linear(model: Whisper, kind: str = "int8") -> Whisper:
                          f"{str(model.dtype).removeprefix('torch.')}")
     if model.training:
         raise ValueError(f"{kind} weights are for inference: call model.eval() first (training needs float weights)")
-    decoder = model.decoder
     # The output projection reads the embedding matrix (n_vocab x n_state), the largest weight of
     # every decoding step; as a Linear of its own it is quantized with the rest. The embedding
     # itself stays float32 for the token lookup.
-    projection = nn.Linear(decoder.token_embedding.embedding_dim, decoder.token_embedding.num_embeddings, bias=False)
-    projection.weight = decoder.token_embedding.weight
-    decoder.output_projection = projection
+    model.decoder.output_projection = _embedding_projection(model)
+    _quantize_dynamic(model, kind)
+    return model
+
+
+def fp32_logits(model: Whisper) -> Whisper:
+    """`model` (bf16, in eval mode) computing its logits from float32 activations into float32, in
+    place; returned. The rest of the model stays bf16. On an x86 CPU the output projection holds
+    fp16 weights (fbgemm's kernel: as many bytes per step as bf16's, float32 sums and output);
+    elsewhere a float32 copy of the embedding. The model then only runs, as a quantized one does
+    (`is_quantized`).
+
+    Raises ValueError for a model that is not bf16 or not in eval mode."""
+    if model.dtype != torch.bfloat16:
+        raise ValueError(f"fp32_logits is for a bf16 model, not {str(model.dtype).removeprefix('torch.')}")
+    if model.training:
+        raise ValueError("fp32_logits is for inference: call model.eval() first")
+    projection = _embedding_projection(model)
+    projection.weight = nn.Parameter(projection.weight.detach().float(), requires_grad=False)
+    if has_fp16_linear(model.device):
+        projection = _quantize_dynamic(nn.Sequential(projection), "fp16")[0]
+    model.decoder.output_projection = projection
+    return model
+
+
+def has_fp16_linear(device: torch.device) -> bool:
+    """Whether torch's fp16-weight linear (fbgemm's kernel, x86 CPUs) runs on `device`."""
+    return device.type == "cpu" and bool({"x86", "fbgemm"} & set(torch.backends.quantized.supported_engines))
+
+
+def _embedding_projection(model: Whisper) -> nn.Linear:
+    """A Linear (n_state -> n_vocab, no bias) over the decoder's tied embedding matrix."""
+    embedding = model.decoder.token_embedding
+    projection = nn.Linear(embedding.embedding_dim, embedding.num_embeddings, bias=False, device="meta")
+    projection.weight = embedding.weight
+    return projection
+
+
+def _quantize_dynamic(module: nn.Module, kind: str) -> nn.Module:
+    """Every nn.Linear of `module` as torch's dynamically quantized `kind` linear, in place."""
     with warnings.catch_warnings():
         # torch.ao.quantization and its quantized tensors warn of their future move to torchao;
         # in this torch they are what runs (see the module's docstring).
         warnings.filterwarnings("ignore", message=r".*deprecated and will be removed")
         qconfig = (torch.ao.quantization.per_channel_dynamic_qconfig if kind == "int8"
                    else torch.ao.quantization.float16_dynamic_qconfig)
-        torch.ao.quantization.quantize_dynamic(model, {nn.Linear: qconfig}, dtype=QUANTIZATIONS[kind], inplace=True)
-    return model
+        return torch.ao.quantization.quantize_dynamic(module, {nn.Linear: qconfig}, dtype=QUANTIZATIONS[kind],
+                                                      inplace=True)

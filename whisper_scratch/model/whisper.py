@@ -307,7 +307,7 @@ class TextDecoder(nn.Module):
             for _ in range(n_layer))
         self.ln = LayerNorm(n_state)
         # None: logits are x @ token_embedding.weight.T (tied, as in every Whisper checkpoint).
-        # model.quantize sets a quantized Linear over the same matrix here.
+        # model.quantize sets a Linear over the same matrix here (quantized, or float32 logits for bf16).
         self.output_projection: nn.Module | None = None
         self._compiled_step: Callable[[Tensor, KVCache, Tensor], Tensor] | None = None  # made by step()
 
@@ -354,8 +354,8 @@ class TextDecoder(nn.Module):
     def _logits(self, x: Tensor) -> Tensor:
         """The last blocks' output (B, T, D) -> logits (B, T, V) fp32."""
         x = self.ln(x)
-        if self.output_projection is not None:
-            return self.output_projection(x).float()
+        if self.output_projection is not None:  # quantized, or bf16 with float32 logits: float32 in and out
+            return self.output_projection(x.float())
         return (x @ self.token_embedding.weight.to(x.dtype).T).float()
 
 
