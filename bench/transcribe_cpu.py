@@ -38,6 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from whisper_scratch.audio.io import load_audio  # noqa: E402
+from whisper_scratch.common.device import cpu_native_bf16  # noqa: E402
 from whisper_scratch.common.precision import DTYPES, inference_dtype  # noqa: E402
 from whisper_scratch.data.manifest import read_manifest  # noqa: E402
 from whisper_scratch.evaluation.metrics import SCORINGS, error_rates  # noqa: E402
@@ -169,12 +170,15 @@ def transformers_whisper(model: Whisper, threads: int, batch_size: int, workdir:
 
 
 def cpu_name() -> str:
-    """lscpu's model name (the CPU as the machine reports it)."""
+    """lscpu's model name (the CPU as the machine reports it) and the vector instructions torch uses
+    there, with bf16's where the CPU computes it: "AMD EPYC (AVX512, bf16)". One model name covers
+    CPUs of several generations, whose speeds differ most in just these."""
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
+        name = next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
     except (OSError, subprocess.CalledProcessError, StopIteration):
-        return platform.processor() or "unknown"
+        name = platform.processor() or "unknown"
+    return f"{name} ({torch.backends.cpu.get_cpu_capability()}{', bf16' if cpu_native_bf16() else ''})"
 
 
 def table(results: list[Result], baseline: str, clips: int, audio_seconds: float) -> str:
