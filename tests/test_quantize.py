@@ -15,18 +15,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from whisper_scratch.cli import export as export_cli
 from whisper_scratch.audio.features import log_mel_window
 from whisper_scratch.audio.io import load_audio
+from whisper_scratch.cli import export as export_cli
 from whisper_scratch.cli import transcribe
 from whisper_scratch.evaluation.metrics import error_rates
 from whisper_scratch.inference.decoding import DecodingOptions
 from whisper_scratch.inference.options import TranscribeOptions, fast_dtype
 from whisper_scratch.inference.transcriber import transcribe_files
+from whisper_scratch.model import quantize
 from whisper_scratch.model.checkpoint import save_model
 from whisper_scratch.model.export import ExportError, export_model
 from whisper_scratch.model.loaded import LoadedModel
-from whisper_scratch.model import quantize
 from whisper_scratch.model.quantize import QUANTIZATIONS, fp32_logits, is_quantized, quantize_linear
 from whisper_scratch.model.whisper import ModelDimensions, Whisper
 

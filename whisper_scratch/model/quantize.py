@@ -18,9 +18,9 @@ weights are no longer the checkpoint's.
 
 `fp32_logits` gives a bf16 model the same kind of output projection, for precision rather than
 size: bf16 keeps 8 bits of mantissa, so logits of 20 to 30 come out in steps of 0.125 to 0.25,
-coarse enough to flip greedy choices and the timestamp rule. Window by window on the 30-minute
-recording of docs/benchmarks.md that fell into repetition loops which the previous-text prompt
-carried on (18.6 % and 41.6 % WER on two CPUs, against fp32's 8.8 %).
+coarse enough that the top two tie and greedy decoding takes the lower token id. Window by window
+on the 30-minute recording of docs/benchmarks.md that fell into repetition loops, which the
+previous-text prompt carried on.
 """
 from __future__ import annotations
 
