@@ -34,11 +34,10 @@ from .whisper import Whisper
 QUANTIZATIONS: dict[str, torch.dtype] = {"int8": torch.qint8, "fp16": torch.float16}
 
 
-def is_quantized(model: nn.Module) -> bool:
-    """Whether any layer of `model` was quantized (`quantize_linear`) or its output projection made
-    apart from the embedding (`fp32_logits`): weights for running only, never saved."""
-    projection = getattr(getattr(model, "decoder", None), "output_projection", None)
-    return projection is not None or any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in model.modules())
+def is_quantized(model: Whisper) -> bool:
+    """Whether `model` holds weights for running only, never saved: both `quantize_linear` and
+    `fp32_logits` give it an output projection of its own, apart from the embedding."""
+    return model.decoder.output_projection is not None
 
 
 def quantize_linear(model: Whisper, kind: str = "int8") -> Whisper:
