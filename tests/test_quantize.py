@@ -151,6 +151,22 @@ def test_bf16_model_computes_float32_logits(monkeypatch, fp16_kernel, tmp_path):
         fp32_logits(_small().to(torch.bfloat16).train())
 
 
+def test_decoding_under_bf16_autocast_computes_float32_logits():
+    """The trainer evaluates a float32 model under bf16 autocast: decoding (eval mode) takes its
+    logits in float32, off bf16's grid; the training forward keeps autocast's bf16 product."""
+    model = _small()
+    mel = torch.randn(2, 80, 64)
+    tokens = torch.randint(0, 50000, (2, 6))
+    with torch.no_grad():
+        expected = model.logits(tokens, model.embed_audio(mel))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            decoding = model.logits(tokens, model.embed_audio(mel))
+            training = model.train().logits(tokens, model.embed_audio(mel))
+    assert decoding.dtype == torch.float32 and not _on_bf16_grid(decoding)
+    assert _on_bf16_grid(training)
+    assert torch.allclose(decoding, expected, rtol=2e-2, atol=2e-2)
+
+
 @pytest.mark.shared
 def test_bf16_logits_have_no_ties_on_real_speech(tiny_en_dir):
     """tiny.en in bf16 on the 16 asterisk clips, fed fp32's greedy tokens: bf16-rounded logits tie

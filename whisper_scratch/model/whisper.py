@@ -356,6 +356,11 @@ class TextDecoder(nn.Module):
         x = self.ln(x)
         if self.output_projection is not None:  # quantized, or bf16 with float32 logits: float32 in and out
             return self.output_projection(x.float())
+        if x.dtype == torch.bfloat16 and not self.training and self.token_embedding.weight.dtype == torch.float32:
+            # Decoding under bf16 autocast (the trainer's evaluation): bf16-rounded logits tie for the
+            # top (model.quantize.fp32_logits says why); the weights are float32, so the product can be.
+            with torch.autocast(x.device.type, enabled=False):
+                return x.float() @ self.token_embedding.weight.T
         return (x @ self.token_embedding.weight.to(x.dtype).T).float()
 
 
