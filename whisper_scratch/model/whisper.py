@@ -136,6 +136,14 @@ class KVCache:
         self.self_k = [k.index_select(0, index) for k in self.self_k]
         self.self_v = [v.index_select(0, index) for v in self.self_v]
 
+    def keep(self, audios: Tensor) -> None:
+        """Drop every audio but `audios` (n,), indices in order, and their rows: what is left
+        is the cache of a batch of those audios alone."""
+        rows = (audios[:, None] * self.rows_per_audio + torch.arange(self.rows_per_audio, device=audios.device)).flatten()
+        self.reorder(rows)
+        self.cross = [kv and tuple(t.index_select(0, audios) for t in kv) for kv in self.cross]
+        self.noise_cross = [kv and tuple(t.index_select(0, audios) for t in kv) for kv in self.noise_cross]
+
 
 class MultiHeadAttention(nn.Module):
     def __init__(self, n_state: int, n_head: int):
