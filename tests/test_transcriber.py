@@ -3,7 +3,7 @@ WER: test_parity)."""
 import torch
 
 from whisper_scratch.audio.geometry import TRIM_MARGIN, TRIM_STEP, trimmed_frames
-from whisper_scratch.inference.clips import embed_audio, padding_features
+from whisper_scratch.inference.clips import PaddingWindows, embed_audio, embed_windows, padding_features
 from whisper_scratch.inference.decoding import DecodingResult, FallbackOptions
 from whisper_scratch.model.whisper import ModelDimensions, Whisper
 
@@ -36,6 +36,23 @@ def test_trimmed_features_are_the_clip_then_the_padding_window():
     half = TRIM_STEP // 2  # encoder positions of the clip's frames
     assert torch.equal(trimmed[:, :half], alone)
     assert torch.equal(trimmed[:, half:], padding[:, half:].expand(3, -1, -1))
+
+
+def test_windows_of_mixed_lengths_are_encoded_as_each_length_alone():
+    """The batched long-form path's chunks (`--batched --trim_padding`): full and trimmed
+    windows in one batch, each encoded with the others of its length, in their order."""
+    torch.manual_seed(0)
+    model = Whisper(DIMS).eval()
+    window = 2 * DIMS.n_audio_ctx
+    mels = [torch.randn(DIMS.n_mels, n) for n in (window, TRIM_STEP, window, 3 * TRIM_STEP, TRIM_STEP)]
+    paddings = PaddingWindows(model)
+    features = embed_windows(model, mels, paddings)
+    assert features.shape == (len(mels), DIMS.n_audio_ctx, DIMS.n_audio_state)
+    for n in (window, TRIM_STEP, 3 * TRIM_STEP):
+        rows = [i for i, m in enumerate(mels) if m.shape[-1] == n]
+        group = torch.stack([mels[i] for i in rows])
+        alone = embed_audio(model, group, paddings(group) if n < window else None)
+        assert torch.equal(features[rows], alone)
 
 
 def _result(text: str, avg_logprob: float, compression_ratio: float) -> DecodingResult:

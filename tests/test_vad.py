@@ -299,6 +299,30 @@ def test_batched_long_recording_matches_its_clips_and_places_every_segment(share
 
 
 @pytest.mark.shared
+def test_batched_trim_padding_encodes_short_chunks_trimmed_at_the_same_wer(shared_data, tiny_en_dir, detector):
+    """`--batched --trim_padding` encodes only the frames of a chunk shorter than the window (and
+    of the rest of a chunk decoded again), and costs no words on the recording."""
+    from whisper_scratch.evaluation.metrics import error_rates
+    from whisper_scratch.inference.batched import transcribe_batched
+    from whisper_scratch.inference.options import TranscribeOptions
+    from whisper_scratch.model.checkpoint import load_model
+
+    model = load_model(tiny_en_dir)
+    audio, _, texts, _ = long_recording(shared_data)
+    encoded = []
+    embed = model.embed_audio
+    model.embed_audio = lambda mel, padding=None: encoded.append(mel.shape[-1]) or embed(mel, padding)
+    werr = {}
+    for trim in (False, True):
+        encoded.clear()
+        opts = TranscribeOptions(batch_size=8, progress=False, trim_padding=trim)
+        result = transcribe_batched(model, audio, opts, detector=detector)
+        werr[trim] = error_rates([" ".join(texts)], [result["text"]], "en")["wer"]
+        assert (min(encoded) < 3000) == trim, encoded
+    assert werr[True] <= werr[False] + 0.01, werr
+
+
+@pytest.mark.shared
 def test_batched_word_times_map_back_like_the_clip_path(shared_data, tiny_en_dir, detector):
     """jfk.flac is one chunk whose pauses are partly cut out: its words, mapped back, start where
     the plain clip path (the whole recording in one window) puts them."""

@@ -195,9 +195,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="word timestamps: skip silences longer than this around text that looks invented")
     p.add_argument("--no_fallback", "--no-fallback", action="store_true", help="greedy only, no temperature fallback")
     p.add_argument("--trim_padding", "--trim-padding", action="store_true",
-                   help="faster on clips under 30 s: encode only the clip's frames (rounded up to 2 s) and take "
-                        "the rest of the window from a precomputed padding window; may differ token by token "
-                        "from the full window (see docs/benchmarks.md)")
+                   help="faster on clips under 30 s (and, with --batched, on chunks under 30 s): encode only the "
+                        "clip's frames (rounded up to 2 s) and take the rest of the window from a precomputed "
+                        "padding window; may differ token by token from the full window (see docs/benchmarks.md)")
     p.add_argument("--silence_padding", "--silence-padding", action="store_true",
                    help="pad clips under 30 s with silence before the log-mel (as Whisper was trained) instead "
                         "of with zero frames (as openai-whisper and faster-whisper do): far fewer errors on "

@@ -2,6 +2,9 @@
 finds the speech, the speech intervals are laid end to end into chunks of at most one window,
 and the chunks are decoded together in batches, each on its own (no previous text as prompt).
 
+With `trim_padding` a chunk shorter than the window (the recording's last, and the rest of a
+chunk decoded again) is encoded over its own frames only, as a clip is (`clips.embed_windows`).
+
 A `Chunk` keeps which pieces of the recording it holds, so any (start, end) times the decoder
 gives within a chunk (segments, words) map back to the recording with
 `Chunk.to_recording`.
@@ -23,12 +26,12 @@ from torch import Tensor
 from tqdm import tqdm
 
 from ..audio.features import log_mel_window
-from ..audio.geometry import HOP_LENGTH, SAMPLE_RATE, TIME_PRECISION, window_frames
+from ..audio.geometry import HOP_LENGTH, SAMPLE_RATE, TIME_PRECISION, trimmed_frames, window_frames
 from ..audio.io import AudioError, load_audio
 from ..model.loaded import whisper_vocabulary
 from ..model.whisper import Whisper
 from ..tokenizer import TokenizerBase
-from .clips import embed_audio
+from .clips import PaddingWindows, embed_windows
 from .decoding import DecodingResult, decode_with_fallback
 from .options import TranscribeOptions
 from .segments import segments_from_tokens
@@ -168,15 +171,18 @@ def _decode_recordings(model: Whisper, recordings: Iterable[_Recording], opts: T
     recordings; the rest of a chunk whose decoding stopped early joins a later batch."""
     size = window_frames(model.dims.n_audio_ctx)
     queue: list[tuple[_Recording, int, Chunk, torch.Tensor]] = []
+    paddings = PaddingWindows(model)
 
     def enqueue(rec: _Recording, i: int, chunk: Chunk):
-        queue.append((rec, i, chunk, log_mel_window(chunk.audio(rec.audio), model.dims.n_mels, size,
-                                                    opts.silence_padding)))
+        mel = log_mel_window(chunk.audio(rec.audio), model.dims.n_mels, size, opts.silence_padding)
+        if opts.trim_padding:  # the rest of a chunk is often a few seconds
+            mel = mel[:, :trimmed_frames(chunk.n_samples // HOP_LENGTH, size)]
+        queue.append((rec, i, chunk, mel))
 
     def flush():
         batch = queue[:opts.batch_size]
         del queue[:opts.batch_size]
-        features = embed_audio(model, torch.stack([mel for *_, mel in batch]))
+        features = embed_windows(model, [mel for *_, mel in batch], paddings)
         results = decode_with_fallback(model, features, opts.decoding, tokenizer, opts.fallback)
         for j, ((rec, i, chunk, _), r) in enumerate(zip(batch, results)):
             if opts.fallback.is_no_speech(r):

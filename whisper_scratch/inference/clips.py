@@ -62,6 +62,21 @@ class PaddingWindows:
 
 
 @torch.no_grad()
+def embed_windows(model: Whisper, mels: list[Tensor], paddings: PaddingWindows) -> Tensor:
+    """Features (B, n_audio_ctx, D) of B mels (n_mels, n) of any lengths n up to one window: the
+    mels of one length are encoded together, and a trimmed one is completed by `paddings`."""
+    size = window_frames(model.dims.n_audio_ctx)
+    rows: list[Tensor | None] = [None] * len(mels)
+    for n in sorted({mel.shape[-1] for mel in mels}):
+        same = [i for i, mel in enumerate(mels) if mel.shape[-1] == n]
+        group = torch.stack([mels[i] for i in same])
+        features = embed_audio(model, group, paddings(group) if n < size else None)
+        for j, i in enumerate(same):
+            rows[i] = features[j]
+    return torch.stack(rows)
+
+
+@torch.no_grad()
 def transcribe_clips(model: Whisper, features: Tensor, audios: list[np.ndarray], opts: TranscribeOptions,
                      tokenizer: TokenizerBase) -> list[dict]:
     """Results {"text", "language", "segments", "duration"} of clips that fit one window each:
