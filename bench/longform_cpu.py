@@ -10,7 +10,8 @@ prompts with 0.8 s of silence after each, transcribed whole by
 
 Options follow a system's name after "+": ours take bf16 (`--dtype bf16`), fp16w and int8
 (`--quantize fp16`, `--quantize int8`), nofallback (`--no_fallback`: temperature 0 only, as
-faster-whisper's batched pipeline decodes) and compile (`--compile`); faster-whisper's take int8
+faster-whisper's batched pipeline decodes), compile (`--compile`) and trim (`--trim_padding`: a
+chunk shorter than the window is encoded over its own frames); faster-whisper's take int8
 (compute_type "int8"). So `ours-batched+int8+nofallback`, `faster-whisper-batched+int8`.
 
   nice -n 19 python bench/longform_cpu.py                  # every system, 2 threads
@@ -62,7 +63,7 @@ from whisper_scratch.model.checkpoint import export_openai, load_model  # noqa: 
 from whisper_scratch.model.loaded import LoadedModel  # noqa: E402
 
 SYSTEMS = ("ours-sequential", "ours-batched", "faster-whisper", "faster-whisper-batched", "openai-whisper")
-OPTIONS = {"ours": ("bf16", "fp16w", "int8", "nofallback", "compile"), "faster": ("int8",), "openai": ()}
+OPTIONS = {"ours": ("bf16", "fp16w", "int8", "nofallback", "compile", "trim"), "faster": ("int8",), "openai": ()}
 QUANTIZE = {"fp16w": "fp16", "int8": "int8"}  # our options that are `--quantize` kinds
 PAUSE = 0.8  # seconds of silence after each prompt
 BEST_OF = 5
@@ -95,7 +96,7 @@ def ours(model_dir: Path, batched: bool, options: list[str]) -> Transcribe | str
     model = LoadedModel.load(model_dir, dtype="bf16" if "bf16" in options else "fp32", quantize=quantize).model.eval()
     opts = TranscribeOptions(decoding=DecodingOptions(language="en", best_of=BEST_OF, compile="compile" in options),
                              fallback=FallbackOptions((0.0,)) if "nofallback" in options else FallbackOptions(),
-                             batch_size=8, progress=False)
+                             batch_size=8, progress=False, trim_padding="trim" in options)
     if not batched:
         return lambda audio: transcribe_long(model, audio, opts)["text"]
     try:

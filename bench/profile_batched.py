@@ -7,7 +7,7 @@ bookkeeping, Python), for each way of running the decoder.
 
 The recording is bench/longform_cpu.py's (asterisk-en prompts with pauses), cut to --minutes;
 tiny.en, English, fallback with best_of 5 (`+nofallback`: none), batches of 8, 2 threads; `+compile`
-decodes with `--compile`. Each variant runs once
+decodes with `--compile`, `+trim` encodes chunks shorter than the window trimmed (`--trim_padding`). Each variant runs once
 untimed (first-call costs, compilation included) and then once under cProfile; the table gives
 each part's share of the profiled run's time and the plain wall time of an unprofiled third
 run. Markdown to stdout, --json for the numbers. Plain fp32 runs on older checkouts too (copy the
@@ -52,7 +52,7 @@ def _cumulative(stats: pstats.Stats, file_suffix: str, name: str) -> tuple[float
 
 
 def profile(variant: str, audio, threads: int) -> dict:
-    """variant: fp32, fp16 or int8 weights, then options after "+" (nofallback, compile)."""
+    """variant: fp32, fp16 or int8 weights, then options after "+" (nofallback, compile, trim)."""
     torch.set_num_threads(threads)
     weights, *options = variant.split("+")
     model = load_model(_tiny_en_dir()).eval()
@@ -63,9 +63,10 @@ def profile(variant: str, audio, threads: int) -> dict:
     detector = load_silero_vad()
     # Options are only named when used, so that plain fp32 also profiles older checkouts.
     compiled = {"compile": True} if "compile" in options else {}
+    trimmed = {"trim_padding": True} if "trim" in options else {}
     opts = TranscribeOptions(decoding=DecodingOptions(language="en", best_of=5, **compiled),
                              fallback=FallbackOptions((0.0,)) if "nofallback" in options else FallbackOptions(),
-                             batch_size=8, progress=False)
+                             batch_size=8, progress=False, **trimmed)
     start = time.perf_counter()
     transcribe_batched(model, audio, opts, detector=detector)
     first = time.perf_counter() - start
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--manifest", type=Path, default=REPO.parent / "shared/data/asterisk-en/manifest.jsonl")
     p.add_argument("--minutes", type=float, default=10.0)
     p.add_argument("--variants", default="fp32,fp16,int8",
-                   help="comma-separated: fp32, fp16 or int8 weights, each with +nofallback, +compile")
+                   help="comma-separated: fp32, fp16 or int8 weights, each with +nofallback, +compile, +trim")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)

@@ -308,10 +308,8 @@ class DecodingTask:
             if done.all() or step == sample_len - 1:
                 break
             if drop_finished and done[alive].any():
-                kept = (~done[alive]).nonzero()[:, 0]
-                alive = alive.index_select(0, kept)
-                self.cache.keep(kept)
-                features = features.index_select(0, kept)
+                # The features are read by the first step only; later steps read the cached keys.
+                alive = alive.index_select(0, self.cache.drop(done[alive]))
             logits = self._next(nxt.index_select(0, alive)[:, None], features)
         seqs = []
         for row in tokens[:, initial.shape[1]:].tolist():

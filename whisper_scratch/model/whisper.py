@@ -136,13 +136,28 @@ class KVCache:
         self.self_k = [k.index_select(0, index) for k in self.self_k]
         self.self_v = [v.index_select(0, index) for v in self.self_v]
 
-    def keep(self, audios: Tensor) -> None:
-        """Drop every audio but `audios` (n,), indices in order, and their rows: what is left
-        is the cache of a batch of those audios alone."""
-        rows = (audios[:, None] * self.rows_per_audio + torch.arange(self.rows_per_audio, device=audios.device)).flatten()
-        self.reorder(rows)
-        self.cross = [kv and tuple(t.index_select(0, audios) for t in kv) for kv in self.cross]
-        self.noise_cross = [kv and tuple(t.index_select(0, audios) for t in kv) for kv in self.noise_cross]
+    def drop(self, finished: Tensor) -> Tensor:
+        """Drop the audios flagged in `finished` (n_audio,) bool, and their rows. The last audios
+        still kept move into the freed slots and every tensor becomes a view of its first slots,
+        so a drop copies only the audios that move. Returns (n_kept,) the audio index (before the
+        drop) that each slot now holds."""
+        n_kept = int((~finished).sum())
+        holes = finished[:n_kept].nonzero()[:, 0]
+        movers = (~finished[n_kept:]).nonzero()[:, 0] + n_kept
+        order = torch.arange(n_kept, device=finished.device).index_copy(0, holes, movers)
+        rpa = self.rows_per_audio
+        steps = torch.arange(rpa, device=finished.device)
+        hole_rows, mover_rows = ((a[:, None] * rpa + steps).flatten() for a in (holes, movers))
+
+        def moved(t: Tensor, to: Tensor, source: Tensor, n: int) -> Tensor:
+            t[to] = t[source]
+            return t[:n]
+
+        self.self_k = [moved(k, hole_rows, mover_rows, n_kept * rpa) for k in self.self_k]
+        self.self_v = [moved(v, hole_rows, mover_rows, n_kept * rpa) for v in self.self_v]
+        for store in (self.cross, self.noise_cross):
+            store[:] = [kv and tuple(moved(t, holes, movers, n_kept) for t in kv) for kv in store]
+        return order
 
 
 class MultiHeadAttention(nn.Module):
