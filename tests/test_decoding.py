@@ -1,5 +1,6 @@
-"""Sampling at a fallback temperature: seeded, and best_of keeps the most likely of N samples
-(greedy and beam search against the reference implementations: test_parity)."""
+"""Sampling at a fallback temperature: seeded, and best_of keeps the most likely of N samples;
+the cache's drop of ended audios (greedy and beam search against the reference implementations,
+and greedy batches that drop ended rows: test_parity)."""
 from dataclasses import replace
 
 import torch
@@ -43,3 +44,24 @@ def test_best_of_keeps_the_most_likely_sample():
     greedy = replace(SAMPLING, temperature=0.0)
     assert decode(model, features[:1], replace(greedy, best_of=4))[0].tokens \
         == decode(model, features[:1], greedy)[0].tokens
+
+
+def test_cache_drop_moves_the_last_kept_audios_into_the_freed_slots():
+    rows_per_audio, n_audio = 2, 5
+    model = Whisper(DIMS)
+    cache = model.decoder.new_cache(n_audio * rows_per_audio, 4, torch.float32, "cpu", rows_per_audio=rows_per_audio)
+    cache.self_k = [torch.arange(n_audio * rows_per_audio, dtype=torch.float32).view(-1, 1, 1, 1).expand(-1, 2, 4, 8).clone()]
+    cache.self_v = [k + 100 for k in cache.self_k]
+    audio = torch.arange(n_audio, dtype=torch.float32).view(-1, 1, 1, 1).expand(-1, 2, 16, 8)
+    cache.cross = [(audio.clone(), audio + 100)]
+    finished = torch.tensor([True, False, False, True, False])
+    order = cache.drop(finished)
+    assert order.tolist() == [4, 1, 2]  # audio 4 moved into the slot of audio 0; audio 3's slot is cut off
+    assert torch.equal(cache.cross[0][0][:, 0, 0, 0], order.float())
+    assert torch.equal(cache.cross[0][1][:, 0, 0, 0], order.float() + 100)
+    rows = (order[:, None] * rows_per_audio + torch.arange(rows_per_audio)).flatten()
+    assert torch.equal(cache.self_k[0][:, 0, 0, 0], rows.float())
+    assert torch.equal(cache.self_v[0][:, 0, 0, 0], rows.float() + 100)
+    assert cache.noise_cross == [None] * DIMS.n_text_layer
+    # Dropping only the last audios moves nothing.
+    assert cache.drop(torch.tensor([False, False, True])).tolist() == [0, 1]

@@ -278,9 +278,9 @@ class DecodingTask:
 
         Greedy decoding stops computing a row once it has finished: the rows still decoding
         (`alive`) are the batch of every later step, and the cache keeps only theirs. A batch's
-        rows end far apart (on a long recording's chunks 40 % of the row-steps were finished
-        rows'), and each row's logits do not depend on the others'. Sampling keeps every row, so
-        that a seed draws the same samples as before; a compiled step keeps its one batch shape."""
+        rows end far apart (docs/benchmarks.md measures how far), and each row's logits do not
+        depend on the others'. Sampling keeps every row, so that a seed draws the same samples as
+        before; a compiled step keeps its one batch shape."""
         options, eot, sample_len = self.options, self.tokenizer.eot, self.sample_len
         n_best = (options.best_of or 1) if options.temperature > 0 else 1
         if n_best > 1:
